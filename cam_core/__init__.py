@@ -1,0 +1,62 @@
+"""cam_core: LIFT-CAM and the CAM family (Jung & Oh, ICCV 2021), batched and tested.
+
+Three lines for your own model::
+
+    import cam_core as cc
+    res = cc.LiftCAM(model, target_layer="features.29")(x)   # x: (N, C, H, W)
+    res.saliency                                             # (N, H, W) in [0, 1]
+
+Names are imported lazily so that ``import cam_core`` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # methods (cam_core.methods.*)
+    "BaseCAM": "cam_core.methods.base",
+    "CAMResult": "cam_core.methods.base",
+    "CAM": "cam_core.methods.gradient",
+    "GradCAM": "cam_core.methods.gradient",
+    "GradCAMPlusPlus": "cam_core.methods.gradient",
+    "XGradCAM": "cam_core.methods.gradient",
+    "ScoreCAM": "cam_core.methods.perturbation",
+    "AblationCAM": "cam_core.methods.perturbation",
+    "LiftCAM": "cam_core.methods.lift",
+    "ShapCAM": "cam_core.methods.shap",
+    "METHODS": "cam_core.methods.registry",
+    "PAPER_METHODS": "cam_core.methods.registry",
+    "get_method": "cam_core.methods.registry",
+    # model split and layers
+    "split_model": "cam_core.split",
+    "Split": "cam_core.split",
+    "resolve_layer": "cam_core.layers",
+    "layer_names": "cam_core.layers",
+    # kernels
+    "deeplift": "cam_core.deeplift",
+    # runtime
+    "seed_everything": "cam_core.runtime",
+    "resolve_device": "cam_core.runtime",
+    # evaluation
+    "evaluate": "cam_core.evaluation",
+}
+_SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"cam_core.{name}")
+    raise AttributeError(f"module 'cam_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,9 @@
+"""Benchmarks behind one interface: ``cc.benchmarks.load(name, data_dir=None, device="auto")``.
+
+``cc.benchmarks.available()`` lists the names. The embedded default (generated here from a
+seed, small CNNs trained here) and the paper's real setup (ImageNet, VOC 2007, COCO 2014 with
+torchvision / TorchRay VGG16) share the :class:`~cam_core.benchmarks.base.Benchmark` API.
+"""
+from cam_core.benchmarks.base import Batch, Benchmark, available, load, register
+
+__all__ = ["Batch", "Benchmark", "available", "load", "register"]

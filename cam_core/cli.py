@@ -1,0 +1,42 @@
+"""Command line: ``python -m cam_core <command> ...`` (also installed as ``cam-core``).
+
+Each command lives in the module that owns it; that module defines
+``add_command(subparsers)`` which registers a sub-parser whose ``func(args)`` runs it.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command modules, in the order `--help` lists them
+COMMAND_MODULES = (
+    "cam_core.demo",  # demo: explain a few images with every method, write a figure
+    "cam_core.benchmarks.training",  # train: train/verify the embedded benchmark's CNNs
+    "cam_core.evaluation",  # evaluate: the paper's tables on any benchmark, resumable
+    "cam_core.vqa.training",  # train-vqa: the embedded VQA model
+    "cam_core.book",  # book: run every chapter with papermill and build the Jupyter Book
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cam_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for mod in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name == mod:  # not written yet
+                continue
+            raise
+        module.add_command(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

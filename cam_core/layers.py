@@ -1,0 +1,38 @@
+"""Finding a layer by dotted name (or by module) with errors that list the valid names."""
+from __future__ import annotations
+
+import difflib
+
+from torch import nn
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """All dotted module names of ``model`` (the root excluded), in definition order."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """Return ``(dotted_name, module)`` for ``target_layer`` given by name or as the module itself.
+
+    Raises ``ValueError`` naming the closest valid names (and all of them, for small models).
+    """
+    if isinstance(target_layer, nn.Module):
+        for name, module in model.named_modules():
+            if module is target_layer:
+                return name, module
+        raise ValueError(
+            "target_layer is a module that is not part of the model; pass one of the model's own "
+            "submodules or its dotted name (see cam_core.layer_names(model))."
+        )
+    if not isinstance(target_layer, str):
+        raise ValueError(f"target_layer must be a dotted name (str) or an nn.Module, got {type(target_layer).__name__}")
+    modules = dict(model.named_modules())
+    if target_layer in modules and target_layer != "":
+        return target_layer, modules[target_layer]
+    names = layer_names(model)
+    close = difflib.get_close_matches(target_layer, names, n=5, cutoff=0.5)
+    listing = ", ".join(names) if len(names) <= 80 else ", ".join(names[:40]) + f", ... ({len(names)} in all)"
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise ValueError(
+        f"target_layer {target_layer!r} is not a layer of {type(model).__name__}.{hint} Valid names: {listing}"
+    )

@@ -1,0 +1,1 @@
+"""The CAM methods: one base class (``base.BaseCAM``) and one short class per method."""

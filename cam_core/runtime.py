@@ -1,0 +1,31 @@
+"""Device choice and seeding: explicit, no global state beyond what torch/numpy own."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Map ``"auto" | "cpu" | "cuda" | "cuda:1" | torch.device | None`` to a ``torch.device``.
+
+    ``"auto"`` (or ``None``) picks CUDA when available, else the CPU. Asking for CUDA on a
+    machine without it raises a ``ValueError`` that says so.
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'.")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch (CPU and CUDA); return a CPU ``torch.Generator`` seeded the same."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,112 @@
+"""Splitting a model at a layer into ``body`` (x -> A) and ``head`` (A -> logits).
+
+LIFT-CAM, Ablation-CAM and SHAP-CAM evaluate ``F`` (the paper's head, layers l+1 .. L-1) on
+changed activation maps without re-running the body. The split shares the caller's modules
+(nothing is copied), so ``head(body(x)) == model(x)``.
+
+Supported out of the box:
+- any ``nn.Sequential`` (nested Sequentials too), split at any descendant that is reachable
+  through Sequentials;
+- torchvision ``VGG`` (11/13/16/19, with or without BN) and ``ResNet`` (18 .. 152, and the
+  ResNeXt / wide variants that share the class), split at any top-level stage or any block
+  of a ``layerN``;
+- any model with a method ``cam_split(target_layer_name) -> (body, head)`` (the protocol
+  this project's own models, e.g. the VQA model, implement).
+
+Anything else raises a ``ValueError`` that says how to pass a split yourself.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import nn
+
+from cam_core.layers import resolve_layer
+
+
+class Split(NamedTuple):
+    body: nn.Module  # x -> A, (N, C, H, W) -> (N, K, h, w)
+    head: nn.Module  # A -> logits, (N, K, h, w) -> (N, num_classes)
+
+
+def _as_sequential(model: nn.Module) -> nn.Sequential | None:
+    """A Sequential view (sharing modules) of models whose forward is a plain chain."""
+    if isinstance(model, nn.Sequential):
+        return model
+    try:
+        from torchvision.models import VGG, ResNet
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return None
+    if isinstance(model, VGG):
+        return nn.Sequential(
+            _Named([("features", model.features), ("avgpool", model.avgpool)]),
+            nn.Flatten(1),
+            _Named([("classifier", model.classifier)]),
+        )
+    if isinstance(model, ResNet):
+        stem = [(n, getattr(model, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")]
+        return nn.Sequential(_Named(stem), nn.Flatten(1), _Named([("fc", model.fc)]))
+    return None
+
+
+class _Named(nn.Sequential):
+    """A Sequential whose children keep the names they have in the original model."""
+
+    def __init__(self, named: list[tuple[str, nn.Module]]):
+        super().__init__()
+        for name, module in named:
+            self.add_module(name, module)
+
+
+def _split_sequential(seq: nn.Sequential, path: list[str]) -> tuple[list[nn.Module], list[nn.Module]] | None:
+    """Split a Sequential at the descendant named by ``path``; None if it is not reachable."""
+    if not path:
+        return None
+    names = list(seq._modules.keys())
+    # _Named wrappers (our own, for VGG/ResNet) are transparent: look inside them.
+    for i, (name, child) in enumerate(seq._modules.items()):
+        if isinstance(child, _Named) and path[0] in child._modules:
+            inner = _split_sequential(child, path)
+            if inner is None:
+                return None
+            before = list(seq._modules.values())[:i]
+            after = list(seq._modules.values())[i + 1 :]
+            return before + inner[0], inner[1] + after
+    if path[0] not in names:
+        return None
+    i = names.index(path[0])
+    children = list(seq._modules.values())
+    child = children[i]
+    if len(path) == 1:
+        return children[: i + 1], children[i + 1 :]
+    if isinstance(child, nn.Sequential):
+        inner = _split_sequential(child, path[1:])
+        if inner is None:
+            return None
+        return children[:i] + inner[0], inner[1] + children[i + 1 :]
+    return None
+
+
+def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
+    """Split ``model`` right after ``target_layer``: ``body, head = split_model(model, "features.29")``.
+
+    The returned modules share the caller's parameters and buffers; the caller's model is
+    not changed. ``head(body(x))`` equals ``model(x)``.
+    """
+    name, _ = resolve_layer(model, target_layer)
+    custom = getattr(model, "cam_split", None)
+    if callable(custom):
+        body, head = custom(name)
+        return Split(body, head)
+    seq = _as_sequential(model)
+    parts = _split_sequential(seq, name.split(".")) if seq is not None else None
+    if parts is None or not parts[0] or not parts[1]:
+        kind = type(model).__name__
+        where = "is the last layer, so there is no head left" if parts is not None else "is not reachable as a chain"
+        raise ValueError(
+            f"cannot split {kind} at {name!r}: that layer {where}. cam_core splits nn.Sequential models, "
+            "torchvision VGG and ResNet at any stage or block, and models that define "
+            "`cam_split(target_layer) -> (body, head)`. For another model, pass the split yourself: "
+            "`cc.LiftCAM(model, target_layer, split=(body, head))` with head(body(x)) == model(x)."
+        )
+    return Split(nn.Sequential(*parts[0]), nn.Sequential(*parts[1]))
