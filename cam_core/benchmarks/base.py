@@ -109,6 +109,12 @@ class Benchmark:
     def sample(self, i: int) -> Sample:
         raise NotImplementedError
 
+    def model_for(self, batch: Batch) -> nn.Module:
+        """The classifier to explain for this batch: ``self.model`` here; a conditioned benchmark
+        (VQA) returns its model with the batch's context (the questions) bound, so that every
+        CAM method and metric sees an image -> logits model (tile layout, see methods.base)."""
+        return self.model
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
