@@ -1,0 +1,92 @@
+"""Perturbation-based CAMs: Score-CAM (masks the input) and Ablation-CAM (zeroes maps in the head).
+
+Both evaluate many perturbed copies per forward pass, ``self.batch_size`` rows at a time, in the
+*tile layout* of :mod:`cam_core.methods.base`: a batch holds ``R`` tiles of the ``N`` images, tile
+``r`` perturbed by map ``k_r`` for all images, so row ``b`` belongs to image ``b % N`` (which keeps
+conditioned models, e.g. a VQA model with its question bound, correct).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from cam_core.methods.base import BaseCAM, CAMContext, normalize_per_image, upsample
+
+
+def _map_chunks(k: int, n: int, batch_size: int) -> Iterator[range]:
+    """Consecutive ranges of map indices, ``max(1, batch_size // n)`` maps (tiles) per forward."""
+    per = max(1, batch_size // n)
+    for start in range(0, k, per):
+        yield range(start, min(start + per, k))
+
+
+class ScoreCAM(BaseCAM):
+    r"""Score-CAM (Wang et al., CVPR-W 2020, Eq. 5 and Algorithm 1 there).
+
+    ``alpha_k = softmax(f(x * s(u(A_k))))[c]``: the softmax probability of the target for the input
+    masked by map ``k``, upsampled bilinearly to the input size (``u``) and min-max normalised to
+    [0, 1] per map (``s``). This is what the authors' reference code (haofanwang/Score-CAM) does; as
+    there, a constant map (no mask) gets ``alpha_k = 0``. The full model runs on ``K`` masked
+    copies of every image, ``batch_size`` rows per forward.
+
+    pytorch-grad-cam's ``ScoreCAM`` differs: it takes the raw target output (the logit) of each
+    masked input and applies a softmax over the ``K`` maps, ``alpha = softmax_k(f^c(x * s(u(A_k))))``,
+    so its weights sum to 1 over maps and rank maps by logit, not by class probability.
+    """
+
+    name = "Score-CAM"
+
+    def coefficients(self, ctx: CAMContext) -> Tensor:
+        x, a = ctx.x, ctx.activations
+        n, k = a.shape[:2]
+        size = tuple(x.shape[-2:])
+        alpha = torch.zeros(n, k, device=a.device, dtype=a.dtype)
+        with torch.no_grad():
+            for maps in _map_chunks(k, n, self.batch_size):
+                chunk = a[:, maps.start : maps.stop].transpose(0, 1).flatten(0, 1)  # (R*N, h, w), tile layout
+                up = upsample(chunk, size)  # (R*N, H, W)
+                flat = up.flatten(1)
+                varies = flat.amax(1) > flat.amin(1)  # (R*N,) a constant map has no mask
+                masks = normalize_per_image(up)[:, None].to(x.dtype)  # (R*N, 1, H, W)
+                masked = x.repeat(len(maps), 1, 1, 1) * masks  # (R*N, C, H, W)
+                probs = torch.softmax(ctx.model(masked), dim=1)  # (R*N, classes)
+                scores = torch.where(varies, ctx.target_scores(probs).to(a.dtype), 0.0)  # (R*N,)
+                alpha[:, maps.start : maps.stop] = scores.view(len(maps), n).t()
+        return alpha  # (N, K)
+
+
+class AblationCAM(BaseCAM):
+    r"""Ablation-CAM (Desai & Ramaswamy, WACV 2020; Eq. 9 of Jung & Oh, 2021).
+
+    ``alpha_k = (F^c(A) - F^c(A with A_k = 0)) / F^c(A)``: the relative drop of the target logit
+    when map ``k`` is removed. Only the head ``F`` is evaluated (``ctx.head``), on ``batch_size``
+    ablated copies of ``A`` per forward; the body runs once. Where ``F^c(A) = 0`` the drop is left
+    unnormalised (``F^c(A) - F^c(A with A_k = 0)``) instead of dividing by zero.
+
+    pytorch-grad-cam's ``AblationCAM`` uses the same formula when the layer's minimum activation is
+    0 (post-ReLU layers); for layers with negative values it sets the map to ``min(A) - 1e7``
+    instead of 0. It also re-runs the whole model for every ablated map.
+    """
+
+    name = "Ablation-CAM"
+    needs_head = True
+
+    def coefficients(self, ctx: CAMContext) -> Tensor:
+        head = ctx.require_head(self.name)
+        a = ctx.activations  # (N, K, h, w)
+        n, k = a.shape[:2]
+        full = ctx.target_scores(ctx.logits)  # (N,) F^c(A)
+        ablated = torch.empty(n, k, device=a.device, dtype=full.dtype)
+        with torch.no_grad():
+            for maps in _map_chunks(k, n, self.batch_size):
+                tiles = a.repeat(len(maps), 1, 1, 1)  # (R*N, K, h, w), row b is image b % N
+                rows = torch.arange(len(maps) * n, device=a.device)
+                chans = torch.tensor(list(maps), device=a.device).repeat_interleave(n)  # (R*N,)
+                tiles[rows, chans] = 0.0
+                scores = ctx.target_scores(head(tiles)).view(len(maps), n)  # (R, N)
+                ablated[:, maps.start : maps.stop] = scores.t()
+        drop = full[:, None] - ablated  # (N, K)
+        denom = torch.where(full != 0, full, torch.ones_like(full))[:, None]
+        return drop / denom  # (N, K)
