@@ -1,0 +1,153 @@
+"""cam_core.paper: the paper's tables as data, and the paper-vs-measured comparison."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cam_core import paper
+
+METHODS6 = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Score-CAM", "Ablation-CAM", "LIFT-CAM"]
+
+
+def _wide(number: int, dataset: str) -> pd.DataFrame:
+    t = paper.table(number)
+    return t[t.dataset == dataset].pivot(index="method", columns="metric", values="value")
+
+
+# ---- the data: shapes, and claims the paper's text makes about its own tables ---------------
+def test_table_shapes():
+    assert len(paper.table(1)) == 3 * 3 * 3
+    assert len(paper.table(2)) == 6 * 3
+    assert len(paper.table(3)) == 6 * 3 * 3
+    assert len(paper.table(4)) == 6 * 2
+    assert len(paper.table(5)) == 6
+    assert len(paper.table(6)) == 2 * 3
+    assert paper.table(3).attrs["caption"].startswith("Faithfulness")
+    with pytest.raises(ValueError, match="Tables 1..6"):
+        paper.table(7)
+
+
+def test_spot_values_from_digest():
+    t3 = paper.table(3).set_index(["dataset", "method", "metric"])["value"]
+    assert t3[(paper.VOC, "LIFT-CAM", "IC")] == 38.7
+    assert t3[(paper.COCO, "Score-CAM", "ADD")] == 17.35
+    assert paper.table(4).set_index(["method", "metric"])["value"][("Ablation-CAM", "deletion")] == 0.0873
+    assert paper.table(6).set_index(["method", "metric"])["value"][("LIFT-CAM", "AD")] == 14.14
+
+
+@pytest.mark.parametrize("dataset", paper.DATASETS)
+def test_table1_improves_with_orderings(dataset):
+    """Section 4.1: 'as |Pi| increases, the IC and ADD increase and the AD decreases'."""
+    w = _wide(1, dataset).loc[["SHAP-CAM_1", "SHAP-CAM_10", "SHAP-CAM_100"]]
+    assert w["IC"].is_monotonic_increasing and w["ADD"].is_monotonic_increasing
+    assert w["AD"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("dataset", paper.DATASETS)
+def test_shapcam100_beats_every_table3_method(dataset):
+    """Section 4.1: 'even compared to the other CAMs (see Table 3), SHAP-CAM_100 shows the best performances
+    for all cases'."""
+    s = _wide(1, dataset).loc["SHAP-CAM_100"]
+    t3 = _wide(3, dataset)
+    assert (s["IC"] > t3["IC"]).all() and (s["ADD"] > t3["ADD"]).all() and (s["AD"] < t3["AD"]).all()
+
+
+@pytest.mark.parametrize("dataset", paper.DATASETS)
+def test_table2_lift_closest_then_ablation(dataset):
+    cos = _wide(2, dataset)["cosine"].sort_values(ascending=False)
+    assert list(cos.index[:2]) == ["LIFT-CAM", "Ablation-CAM"]
+
+
+def test_paper_column():
+    assert paper.paper_column("shapes-single") == paper.IMAGENET
+    assert paper.paper_column("voc2007") == paper.VOC
+    assert paper.paper_column("COCO 2014") == paper.COCO
+    with pytest.raises(ValueError, match="no column"):
+        paper.paper_column("mnist")
+
+
+# ---- compare ----------------------------------------------------------------------------------
+def test_compare_difference_is_measured_minus_paper():
+    measured = _wide(3, paper.IMAGENET) + 1.5
+    cmp = paper.compare(measured, table=3, benchmark="shapes-single")
+    assert list(cmp.columns.get_level_values(0).unique()) == ["IC", "AD", "ADD"]
+    assert list(cmp.columns.get_level_values(1)[:3]) == ["paper", "measured", "difference"]
+    assert cmp.index.names == ["dataset", "benchmark", "method"]
+    assert list(cmp.index.get_level_values("method")) == METHODS6  # the paper's order
+    for m in ("IC", "AD", "ADD"):
+        np.testing.assert_allclose(cmp[(m, "difference")], 1.5)
+        np.testing.assert_allclose(cmp[(m, "measured")] - cmp[(m, "paper")], 1.5)
+    assert cmp.attrs["table"] == 3
+
+
+def test_compare_input_forms_agree():
+    a = _wide(3, paper.IMAGENET) * 0.5
+    b = _wide(3, paper.VOC) * 2.0
+    from_mapping = paper.compare({"shapes-single": a, "shapes-multi": b}, table=3)
+    long = pd.concat([
+        a.reset_index().melt(id_vars="method", var_name="metric").assign(benchmark="shapes-single"),
+        b.reset_index().melt(id_vars="method", var_name="metric").assign(benchmark="shapes-multi"),
+    ])
+    from_long = paper.compare(long, table=3)
+    pd.testing.assert_frame_equal(from_mapping, from_long)
+    assert list(from_mapping.index.get_level_values("dataset").unique()) == [paper.IMAGENET, paper.VOC]
+
+
+def test_compare_extra_method_and_metric():
+    measured = pd.DataFrame({"energy": [40.0, 60.0], "IC": [1.0, 2.0]}, index=["LIFT-CAM", "CAM"])
+    cmp = paper.compare(measured, table=5, benchmark="shapes-single")
+    assert list(cmp.columns.get_level_values(0).unique()) == ["energy"]  # IC is not in Table 5
+    assert cmp.loc[(paper.IMAGENET, "shapes-single", "LIFT-CAM"), ("energy", "paper")] == 52.43
+    assert np.isnan(cmp.loc[(paper.IMAGENET, "shapes-single", "CAM"), ("energy", "paper")])
+
+
+def test_compare_errors():
+    with pytest.raises(ValueError, match="which benchmark"):
+        paper.compare(_wide(3, paper.IMAGENET), table=3)
+    with pytest.raises(ValueError, match="none of Table 4"):
+        paper.compare(_wide(3, paper.IMAGENET), table=4, benchmark="shapes-single")
+
+
+# ---- ranking, verdict, style ------------------------------------------------------------------
+def test_kendall_tau_hand_values():
+    assert paper.kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert paper.kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    assert paper.kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    assert np.isnan(paper.kendall_tau([1], [1]))
+
+
+def test_ranking_and_verdict_when_measured_equals_paper():
+    cmp = paper.compare(_wide(3, paper.IMAGENET), table=3, benchmark="shapes-single")
+    rk = paper.ranking(cmp)
+    assert (rk["kendall_tau"] == 1.0).all()
+    assert (rk["paper_best"] == rk["measured_best"]).all()
+    assert (rk["LIFT-CAM rank (measured)"] == 1).all()  # LIFT-CAM is the paper's best on ImageNet, Table 3
+    text = paper.verdict(cmp)
+    assert text.count("same as the paper") == 3 and "Kendall's tau = +1.00" in text
+
+
+def test_ranking_reversed_and_lower_is_better():
+    w = _wide(3, paper.IMAGENET)
+    reversed_ = -w  # every ordering flips
+    rk = paper.ranking(paper.compare(reversed_, table=3, benchmark="shapes-single")).set_index("metric")
+    assert (rk["kendall_tau"] == -1.0).all()
+    assert rk.loc["AD", "measured_best"] == w["AD"].idxmax()  # lower is better: the most negative wins
+    assert rk.loc["AD", "LIFT-CAM rank (measured)"] == 6
+
+
+def test_style_colours_by_direction_and_bolds_best():
+    w = _wide(3, paper.IMAGENET).copy()
+    w["IC"] += 1.0  # better than the paper (higher is better) -> green
+    w["AD"] += 1.0  # worse than the paper (lower is better) -> red
+    cmp = paper.compare(w, table=3, benchmark="shapes-single")
+    sty = paper.style(cmp)
+    html = sty.to_html()
+    ctx = sty._compute().ctx  # {(row, col): [(prop, value)]}
+    cols = list(cmp.columns)
+    ic_diff, ad_diff = cols.index(("IC", "difference")), cols.index(("AD", "difference"))
+    assert "46, 160, 67" in dict(ctx[(0, ic_diff)])["background-color"]
+    assert "218, 54, 51" in dict(ctx[(0, ad_diff)])["background-color"]
+    lift = list(cmp.index.get_level_values("method")).index("LIFT-CAM")
+    assert dict(ctx[(lift, cols.index(("AD", "measured")))]).get("font-weight") == "bold"
+    assert "+1.0" in html and paper.CAPTIONS[3] in html
