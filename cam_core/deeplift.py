@@ -1,0 +1,280 @@
+r"""DeepLIFT-Rescale contributions through a head ``F`` (Shrikumar et al., 2017), the kernel of LIFT-CAM.
+
+``deeplift(head, A, target)`` returns ``C(dA_k(i,j) -> dF^c)`` for every activation, shape
+``(N, K, h, w)``, against a reference (all-zero by default, as in LIFT-CAM Eq. 7). The
+contributions sum to ``F^c(A) - F^c(ref)`` (summation-to-delta, Eq. 8); ``return_delta=True``
+also returns the per-image error of that identity.
+
+How it works: the head runs once on the tile-stacked batch ``cat([A, ref])`` (2N rows, row
+``b`` is image ``b % N``, so conditioned heads keep their context). Every non-linear leaf
+module gets a forward pre-hook that clones its input (in-place ReLUs would otherwise destroy
+the pre-activation) and a forward hook that returns the same output through an
+``autograd.Function`` whose backward applies the module's DeepLIFT rule using both halves.
+The data of each call lives in that call's autograd node, so a module called several times
+(torchvision ResNet blocks reuse ``self.relu``) is handled correctly. Linear modules and
+functional linear operations (residual additions, ``torch.flatten``) pass multipliers by the
+chain rule. Hooks are removed in ``finally``; the caller's model is left unchanged.
+
+Rules are plain functions ``rule(module, inputs, outputs, grad_input, grad_output, eps)``
+(Captum's signature) looked up by exact module type in :data:`RULES`; ``inputs`` and
+``outputs`` are the module's 2N-row input and output, ``grad_input`` the ordinary gradient.
+Add a rule with :func:`register_rule`, or pass ``rules={MyAct: rescale}`` for one call.
+
+Limits: non-linearities written as functions inside a module's ``forward`` (``F.relu(x)``)
+are invisible to hooks and would be treated as linear; write them as modules.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cam_core.methods.base import eval_mode
+
+Rule = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]
+
+__all__ = ["deeplift", "rescale", "maxpool", "register_rule", "RULES", "LINEAR_MODULES", "Rule"]
+
+
+def rescale(
+    module: nn.Module,
+    inputs: Tensor,
+    outputs: Tensor,
+    grad_input: Tensor,
+    grad_output: Tensor,
+    eps: float = 1e-10,
+) -> Tensor:
+    """Rescale rule for ``y = g(z)`` elementwise: multiplier ``(g(z) - g(z0)) / (z - z0)``,
+    the ordinary gradient where ``|z - z0| < eps``. Same multiplier on both halves."""
+    z, z0 = inputs.chunk(2)
+    y, y0 = outputs.chunk(2)
+    dz = torch.cat([z - z0] * 2)  # (2N, ...)
+    dy = torch.cat([y - y0] * 2)
+    return torch.where(dz.abs() < eps, grad_input, grad_output * dy / dz)
+
+
+def maxpool(
+    module: nn.Module,
+    inputs: Tensor,
+    outputs: Tensor,
+    grad_input: Tensor,
+    grad_output: Tensor,
+    eps: float = 1e-10,
+) -> Tensor:
+    """Captum's max-pool rule (``captum.attr._core.deep_lift.maxpool``).
+
+    With ``m = max(y, y0)``: ``m - y0`` is sent back to the arg-max of the input, ``y - m`` to
+    the arg-max of the reference, both halves' shares are added and divided by ``z - z0``
+    (ordinary gradient where ``|z - z0| < eps``). We spread with ``scatter_add`` where Captum
+    uses ``max_unpool``: identical for non-overlapping windows (VGG's 2x2/2), and for
+    overlapping windows it keeps summation-to-delta where ``max_unpool`` drops repeated indices.
+    """
+    pools = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+    z, z0 = inputs.chunk(2)
+    y, y0 = outputs.chunk(2)
+    dz = torch.cat([z - z0] * 2)  # (2N, C, *spatial_in)
+    m = torch.maximum(y, y0)
+    dy = torch.cat([m - y0, y - m])  # (2N, C, *spatial_out)
+    _, idx = pools[inputs.dim() - 2](
+        inputs, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode, True
+    )
+    spread = torch.zeros_like(inputs).flatten(2)  # (2N, C, prod(spatial_in))
+    spread.scatter_add_(2, idx.flatten(2), (grad_output * dy).flatten(2))
+    first, second = spread.view_as(inputs).chunk(2)
+    spread = torch.cat([first + second] * 2)
+    return torch.where(dz.abs() < eps, grad_input, spread / dz)
+
+
+#: module type -> DeepLIFT rule (exact type match)
+RULES: dict[type[nn.Module], Rule] = {
+    **{
+        t: rescale
+        for t in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus)
+    },
+    nn.MaxPool1d: maxpool,
+    nn.MaxPool2d: maxpool,
+    nn.MaxPool3d: maxpool,
+}
+
+#: leaf module types that are affine in eval mode: multipliers pass by the chain rule
+LINEAR_MODULES: set[type[nn.Module]] = {
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Identity,
+    nn.ZeroPad2d,
+    nn.ConstantPad1d,
+    nn.ConstantPad2d,
+    nn.ConstantPad3d,
+}
+
+
+def register_rule(module_type: type[nn.Module], rule: Rule) -> None:
+    """Use ``rule`` for every module of exactly ``module_type`` (e.g. ``register_rule(nn.Mish, rescale)``)."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise ValueError(f"module_type must be an nn.Module subclass, got {module_type!r}")
+    RULES[module_type] = rule
+
+
+class _RuleFunction(torch.autograd.Function):
+    """Forward: the module's output unchanged. Backward: the module's DeepLIFT rule."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, y: Tensor, module: nn.Module, rule: Rule, eps: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        ctx.module, ctx.rule, ctx.eps = module, rule, eps
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        with torch.enable_grad():
+            z_ = z.detach().requires_grad_(True)
+            out = ctx.module.forward(z_.clone())  # .forward: no hooks; clone: in-place modules
+            (grad_input,) = torch.autograd.grad(out, z_, grad_output)
+        multiplier = ctx.rule(ctx.module, z.detach(), out.detach(), grad_input, grad_output, ctx.eps)
+        return multiplier, None, None, None, None
+
+
+def _as_target(target: int | Tensor, n: int, device: torch.device) -> Tensor:
+    t = torch.as_tensor(target, device=device).long()
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"target must be an int or a tensor of shape ({n},), got shape {tuple(t.shape)}")
+    return t
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    return next(module.children(), None) is None
+
+
+def deeplift(
+    head: nn.Module,
+    activations: Tensor,
+    target: int | Tensor,
+    reference: Tensor | None = None,
+    return_delta: bool = False,
+    *,
+    rules: Mapping[type[nn.Module], Rule] | None = None,
+    eps: float = 1e-10,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """DeepLIFT-Rescale contributions of ``activations`` to ``F^c`` through ``head``.
+
+    Args:
+        head: ``F``, mapping ``(N, K, h, w)`` to ``(N, num_classes)`` logits (run in eval mode,
+            training flags restored afterwards).
+        activations: ``A``, ``(N, K, h, w)`` (any shape with the batch first works).
+        target: class ``c`` per image, an int or ``(N,)``.
+        reference: ``A`` of the reference, same shape (or broadcastable); zeros by default.
+        return_delta: also return ``sum(contrib) - (F^c(A) - F^c(ref))`` per image, ``(N,)``.
+        rules: extra ``{module type: rule}`` for this call, on top of :data:`RULES`.
+
+    Returns:
+        contributions ``(N, K, h, w)``, or ``(contributions, delta)``.
+
+    Example::
+
+        contrib = cc.deeplift(head, A, target=3)          # (N, K, h, w)
+        alpha = contrib.sum(dim=(2, 3))                   # LIFT-CAM, Eq. 7
+    """
+    if not isinstance(activations, Tensor) or activations.dim() < 2:
+        raise ValueError("activations must be a tensor (N, K, h, w) with the batch first")
+    a = activations.detach()
+    n = a.shape[0]
+    ref = torch.zeros_like(a) if reference is None else reference.detach().to(a).expand_as(a)
+    t = _as_target(target, n, a.device)
+    table: dict[type[nn.Module], Rule] = {**RULES, **(rules or {})}
+    slots: dict[nn.Module, Tensor] = {}
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        z = args[0] if args else None
+        if not (isinstance(z, Tensor) and z.requires_grad):
+            return  # does not depend on A (e.g. a question encoder): no contribution flows here
+        kind = type(module)
+        if kind in table:
+            slots[module] = z.clone()  # before an in-place op overwrites it; part of the graph
+        elif kind not in LINEAR_MODULES:
+            raise ValueError(
+                f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} (a leaf module of the "
+                "head that A flows through). If it is linear, add it to cam_core.deeplift.LINEAR_MODULES; "
+                "otherwise register a rule, e.g. for an elementwise non-linearity "
+                f"cam_core.deeplift.register_rule({kind.__qualname__}, cam_core.deeplift.rescale), "
+                "or pass rules={...} to deeplift()."
+            )
+
+    def forward_hook(module: nn.Module, _args: tuple, output: Tensor) -> Tensor | None:
+        z = slots.pop(module, None)
+        if z is None:
+            return None
+        if not isinstance(output, Tensor):
+            raise ValueError(
+                f"deeplift: {type(module).__name__} returned {type(output).__name__}, expected a tensor"
+            )
+        return _RuleFunction.apply(z, output.detach(), module, table[type(module)], eps)
+
+    handles = []
+    try:
+        with eval_mode(head):
+            for module in head.modules():
+                if _is_leaf(module):
+                    handles.append(module.register_forward_pre_hook(pre_hook))
+                    if type(module) in table:
+                        handles.append(module.register_forward_hook(forward_hook))
+            with torch.enable_grad():
+                a_in = a.clone().requires_grad_(True)
+                out = head(torch.cat([a_in, ref]))  # (2N, num_classes), tile layout
+                if out.dim() != 2 or out.shape[0] != 2 * n:
+                    raise ValueError(
+                        f"head must return logits (2N, num_classes) = ({2 * n}, C) for the stacked "
+                        f"batch cat([A, ref]); got shape {tuple(out.shape)}"
+                    )
+                scores = out.gather(1, t.repeat(2)[:, None]).squeeze(1)  # (2N,)
+                (multipliers,) = torch.autograd.grad(scores.sum(), a_in)
+    finally:
+        for handle in handles:
+            handle.remove()
+        slots.clear()
+    contrib = (a - ref) * multipliers  # (N, K, h, w)
+    if not return_delta:
+        return contrib
+    scores = scores.detach()
+    delta = contrib.flatten(1).sum(1) - (scores[:n] - scores[n:])  # (N,)
+    return contrib, delta
+
+
+class _CallableModule(types.ModuleType):
+    """``cam_core.deeplift`` is both this module and its function: once the module is imported,
+    Python binds the package attribute ``cam_core.deeplift`` to the module (shadowing the lazy
+    export of the function), so the module forwards calls to :func:`deeplift`."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        return deeplift(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
