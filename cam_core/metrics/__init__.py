@@ -1,0 +1,41 @@
+"""The paper's metrics, batched over images, on any device.
+
+- faithfulness: IC / AD / ADD (Eqs. 11-13), insertion / deletion AUC (Table 4);
+- localization: energy-based pointing game (Eq. 14, Table 5), hit/miss pointing game;
+- similarity: cosine similarity of coefficients (Table 2), local-accuracy error (Eq. 8).
+"""
+from cam_core.metrics.faithfulness import (
+    BASELINES,
+    ConfidenceScores,
+    average_drop,
+    average_drop_in_deletion,
+    baseline_image,
+    black,
+    blend,
+    confidence_scores,
+    deletion_auc,
+    gaussian_blur,
+    increase_in_confidence,
+    insertion_auc,
+    insertion_deletion,
+    mask_image,
+    pixel_ranks,
+    step_counts,
+    tiled_target_softmax,
+)
+from cam_core.metrics.localization import (
+    batch_masks,
+    boxes_mask,
+    default_tolerance,
+    energy_pointing_game,
+    pointing_game,
+)
+from cam_core.metrics.similarity import cosine_similarity, head_delta, local_accuracy_error
+
+__all__ = [
+    "BASELINES", "ConfidenceScores", "average_drop", "average_drop_in_deletion", "baseline_image", "black",
+    "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
+    "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tiled_target_softmax",
+    "batch_masks", "boxes_mask", "default_tolerance", "energy_pointing_game", "pointing_game",
+    "cosine_similarity", "head_delta", "local_accuracy_error",
+]

@@ -1,0 +1,267 @@
+r"""Faithfulness metrics: IC, AD, ADD (Eqs. 11-13) and insertion / deletion AUC (Table 4).
+
+All functions are batched: ``x`` is ``(N, C, H, W)`` in the model's input space, ``saliency`` is
+``(N, H, W)`` in ``[0, 1]`` (``s(u(L))``), ``target`` is ``(N,)`` long; results are ``(N,)`` tensors
+on the input's device, one value per image. The paper's aggregates are means (x 100 for IC/AD/ADD),
+see :func:`cam_core.evaluation.summarize`.
+
+Scores are **softmax** probabilities of the target class, as in the paper, also for multi-label
+models (the paper scores its VOC / COCO VGG16 with softmax over the logits too).
+
+Where the product ``s * x`` is taken. The paper multiplies *the image* by the map, so that a map
+value 0 makes a pixel black. Our benchmarks hand images already in the model's input space,
+possibly normalised as ``(pixel - mean) / std``. With ``mean``/``std`` given, every mask is
+applied in pixel space: un-normalise, multiply, re-normalise, i.e.
+``x' = x * m + (m - 1) * mean / std``, so that "0" means a black pixel as in the paper (and as in
+the Score-CAM reference code, which masks the un-normalised image). Multiplying the normalised
+tensor instead (pytorch-grad-cam's convention) would turn a removed pixel into the dataset mean
+colour, not black; pass ``mean=None, std=None`` to get that (or for inputs that are not
+normalised, where both conventions coincide).
+
+Conditioned models (VQA, a bound context per image): every forward pass here feeds a batch of
+``R * N`` rows in the tile layout of :mod:`cam_core.methods.base` (row ``b`` is image ``b % N``),
+chunked into whole tiles.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cam_core.methods.base import eval_mode
+
+BASELINES = ("zero", "blur", "mean")
+
+
+# ---- masking in the right space ------------------------------------------------------------
+def _channel_stats(x: Tensor, mean: Tensor | None, std: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (the input's normalisation) or neither "
+                         "(input not normalised)")
+    if mean is None:
+        return None
+    c = x.shape[1]
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(-1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(-1)
+    if m.numel() not in (1, c) or s.numel() not in (1, c):
+        raise ValueError(f"mean/std must have 1 or {c} entries (one per channel); "
+                         f"got {m.numel()} and {s.numel()}")
+    return m.expand(c).view(1, c, 1, 1), s.expand(c).view(1, c, 1, 1)
+
+
+def black(x: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+    """A black image (pixel value 0) in the model's input space: ``-mean/std``, or 0 if not normalised."""
+    stats = _channel_stats(x, mean, std)
+    if stats is None:
+        return torch.zeros_like(x)
+    m, s = stats
+    return (-m / s).expand_as(x)
+
+
+def blend(x: Tensor, mask: Tensor, fill: Tensor) -> Tensor:
+    """``x * mask + fill * (1 - mask)``; ``mask`` (N, H, W) or (N, 1, H, W) broadcast over channels."""
+    if mask.dim() == 3:
+        mask = mask[:, None]
+    mask = mask.to(x.dtype)
+    return x * mask + fill * (1 - mask)
+
+
+def mask_image(x: Tensor, mask: Tensor, mean: Tensor | None = None, std: Tensor | None = None) -> Tensor:
+    """The paper's ``mask * x`` taken in pixel space: ``mask`` 0 gives a black pixel (module docstring)."""
+    return blend(x, mask, black(x, mean, std))
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable gaussian blur with reflect padding (kernel radius ceil(3 sigma)); (N, C, H, W) -> same."""
+    if sigma <= 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    radius = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def baseline_image(x: Tensor, baseline: str = "zero", mean: Tensor | None = None, std: Tensor | None = None,
+                   blur_sigma: float | None = None) -> Tensor:
+    """What a removed pixel becomes, in the model's input space (N, C, H, W).
+
+    - ``"zero"``: a black pixel (pixel value 0; ``-mean/std`` for normalised input), the same "absent"
+      as the map value 0 in ``s * x`` of Eqs. 11-13, so all faithfulness metrics share one notion
+      of a removed pixel. The default.
+    - ``"mean"``: the dataset mean colour, i.e. 0 in normalised space; without ``mean``/``std``, each
+      image's own per-channel mean.
+    - ``"blur"``: a gaussian-blurred copy of ``x`` (RISE's insertion start); ``blur_sigma`` defaults to
+      5 px at 224 px (RISE), scaled with the image width.
+    """
+    if baseline == "zero":
+        return black(x, mean, std)
+    if baseline == "mean":
+        if mean is None:
+            return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+        _channel_stats(x, mean, std)
+        return torch.zeros_like(x)
+    if baseline == "blur":
+        sigma = 5.0 * x.shape[-1] / 224 if blur_sigma is None else float(blur_sigma)
+        return gaussian_blur(x, sigma)
+    raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+
+
+# ---- scoring tiled batches -------------------------------------------------------------------
+def tiled_target_softmax(model: nn.Module, build: Callable[[int, int], Tensor], n_tiles: int, target: Tensor,
+                         batch_size: int = 128) -> Tensor:
+    """Softmax score of ``target`` for ``n_tiles`` tiles of ``N`` images each: (n_tiles, N).
+
+    ``build(r0, r1)`` returns tiles ``r0 .. r1-1`` as one ``((r1 - r0) * N, C, H, W)`` batch in tile
+    layout; each forward pass holds ``max(1, batch_size // N)`` whole tiles. The model runs in eval
+    mode (its flags restored) without gradients.
+    """
+    n = target.shape[0]
+    per = max(1, int(batch_size) // n)
+    out = []
+    with torch.no_grad(), eval_mode(model):
+        for r0 in range(0, n_tiles, per):
+            r1 = min(n_tiles, r0 + per)
+            xs = build(r0, r1)  # ((r1-r0)*N, C, H, W)
+            probs = model(xs).float().softmax(dim=1)  # ((r1-r0)*N, num_classes)
+            picked = probs.gather(1, target.repeat(r1 - r0)[:, None]).squeeze(1)
+            out.append(picked.view(r1 - r0, n))
+    return torch.cat(out)  # (n_tiles, N)
+
+
+def _check(x: Tensor, saliency: Tensor, target: Tensor) -> None:
+    if x.dim() != 4:
+        raise ValueError(f"x must be (N, C, H, W); got shape {tuple(x.shape)}")
+    if saliency.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"saliency must be (N, H, W) = {(x.shape[0], *x.shape[-2:])} matching x; got "
+                         f"{tuple(saliency.shape)} (upsample the CAM to the input size, e.g. "
+                         "CAMResult.saliency)")
+    if target.shape != (x.shape[0],):
+        raise ValueError(f"target must be a (N,) tensor of class ids; got shape {tuple(target.shape)}")
+
+
+# ---- IC, AD, ADD -------------------------------------------------------------------------------
+class ConfidenceScores(NamedTuple):
+    """Softmax target scores, each (N,): of x (``Y^c``), of ``s*x`` (``O^c``), of ``(1-s)*x`` (``D^c``)."""
+
+    original: Tensor
+    explanation: Tensor
+    inverted: Tensor
+
+
+def confidence_scores(model: nn.Module, x: Tensor, saliency: Tensor, target: Tensor, *,
+                      mean: Tensor | None = None, std: Tensor | None = None,
+                      batch_size: int = 128) -> ConfidenceScores:
+    """``Y^c, O^c, D^c`` of Eqs. 11-13 in one tiled pass: tiles ``[x, s*x, (1-s)*x]``."""
+    _check(x, saliency, target)
+    s = saliency.to(x.dtype)
+    fill = black(x, mean, std)
+
+    def build(r0: int, r1: int) -> Tensor:
+        tiles = [x, blend(x, s, fill), blend(x, 1 - s, fill)][r0:r1]
+        return torch.cat(tiles)
+
+    y, o, d = tiled_target_softmax(model, build, 3, target, batch_size)
+    return ConfidenceScores(y, o, d)
+
+
+def increase_in_confidence(original: Tensor, explanation: Tensor) -> Tensor:
+    """Eq. 11, per image: ``1[Y^c < O^c]`` as float (N,). IC = 100 * mean."""
+    return (original < explanation).float()
+
+
+def average_drop(original: Tensor, explanation: Tensor) -> Tensor:
+    """Eq. 12, per image: ``max(0, Y^c - O^c) / Y^c`` (N,). AD = 100 * mean; lower is better."""
+    return (original - explanation).clamp_min(0) / original.clamp_min(torch.finfo(original.dtype).tiny)
+
+
+def average_drop_in_deletion(original: Tensor, inverted: Tensor) -> Tensor:
+    """Eq. 13, per image: ``(Y^c - D^c) / Y^c`` (N,), not clipped (may be negative). ADD = 100 * mean."""
+    return (original - inverted) / original.clamp_min(torch.finfo(original.dtype).tiny)
+
+
+# ---- insertion / deletion -------------------------------------------------------------------------
+def pixel_ranks(saliency: Tensor) -> Tensor:
+    """Rank of each pixel by saliency, 0 = most salient: (N, H, W) -> (N, H*W) long.
+
+    Ties are broken by raster order (row-major pixel index, smaller first), on every device.
+    """
+    flat = saliency.flatten(1)  # (N, P)
+    order = torch.sort(flat, dim=1, descending=True, stable=True).indices
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def step_counts(n_pixels: int, steps: int = 40) -> list[int]:
+    """How many top pixels each delta = r / steps keeps: round(delta * P), halves rounded up."""
+    return [(2 * r * n_pixels + steps) // (2 * steps) for r in range(steps + 1)]
+
+
+def insertion_deletion(model: nn.Module, x: Tensor, saliency: Tensor, target: Tensor, *, steps: int = 40,
+                       baseline: str = "zero", mean: Tensor | None = None, std: Tensor | None = None,
+                       blur_sigma: float | None = None, batch_size: int = 128,
+                       curves: tuple[str, ...] = ("insertion", "deletion"),
+                       return_curves: bool = False) -> dict[str, Tensor]:
+    r"""Insertion and deletion AUC (Table 4), per image.
+
+    At ``delta = r / steps`` (``r = 0 .. steps``; the paper: 0, 0.025, ..., 1) the top ``100 delta`` %
+    pixels of the saliency (ties: raster order, :func:`pixel_ranks`) are *kept* on top of the baseline
+    (insertion) or *removed*, i.e. replaced by the baseline (deletion); the softmax score of ``target``
+    is measured and the AUC is the trapezoid rule over ``delta`` in [0, 1]. Higher insertion and
+    lower deletion are better. ``baseline`` is what a removed pixel becomes (:func:`baseline_image`;
+    default ``"zero"`` = black in pixel space, the same absence as in IC/AD/ADD).
+
+    All ``len(curves) * (steps + 1)`` perturbed copies of the batch are scored in tiles (row ``b``
+    is image ``b % N``), ``batch_size`` rows at most per forward pass.
+
+    Returns ``{"insertion": (N,), "deletion": (N,)}`` (those in ``curves``), plus
+    ``"insertion_curve"`` / ``"deletion_curve"`` (N, steps + 1) with ``return_curves``.
+    """
+    _check(x, saliency, target)
+    for c in curves:
+        if c not in ("insertion", "deletion"):
+            raise ValueError(f"curves must name 'insertion' and/or 'deletion', got {c!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n, _, h, w = x.shape
+    ranks = pixel_ranks(saliency).view(n, 1, h, w)  # (N, 1, H, W)
+    counts = step_counts(h * w, steps)
+    fill = baseline_image(x, baseline, mean, std, blur_sigma)
+    per_curve = steps + 1
+
+    def build(r0: int, r1: int) -> Tensor:
+        tiles = []
+        for r in range(r0, r1):
+            curve, step = curves[r // per_curve], r % per_curve
+            keep = ranks < counts[step]  # (N, 1, H, W) top pixels
+            tiles.append(blend(x, keep if curve == "insertion" else ~keep, fill))
+        return torch.cat(tiles)
+
+    scores = tiled_target_softmax(model, build, len(curves) * per_curve, target, batch_size)  # (R, N)
+    out: dict[str, Tensor] = {}
+    for i, c in enumerate(curves):
+        curve = scores[i * per_curve : (i + 1) * per_curve].T  # (N, steps + 1)
+        out[c] = torch.trapezoid(curve, dx=1.0 / steps, dim=1)
+        if return_curves:
+            out[f"{c}_curve"] = curve
+    return out
+
+
+def insertion_auc(model: nn.Module, x: Tensor, saliency: Tensor, target: Tensor, **kwargs) -> Tensor:
+    """Insertion AUC per image (N,); see :func:`insertion_deletion`."""
+    return insertion_deletion(model, x, saliency, target, curves=("insertion",), **kwargs)["insertion"]
+
+
+def deletion_auc(model: nn.Module, x: Tensor, saliency: Tensor, target: Tensor, **kwargs) -> Tensor:
+    """Deletion AUC per image (N,); see :func:`insertion_deletion`."""
+    return insertion_deletion(model, x, saliency, target, curves=("deletion",), **kwargs)["deletion"]
