@@ -1,0 +1,542 @@
+"""The evaluation runner: the paper's Tables 2-5 from any benchmark, batched and resumable.
+
+    table = cc.evaluate(bench, methods=cc.PAPER_METHODS, n_images=1000, seed=0)
+    table.attrs["summary"]            # {method: {metric: aggregate}}, see summarize()
+    cc.evaluation.summarize(table)    # the same as a DataFrame (methods x metrics)
+
+Per batch of images: the benchmark's model for that batch (``bench.model_for``), the target of
+each image, then each method once (timed), whose result every metric reuses. Each finished
+batch is written atomically to a cache folder keyed by a hash of every argument, so an
+interrupted run resumes where it stopped and a finished run re-run does no work.
+
+Command line: ``python -m cam_core evaluate --benchmark shapes-single --arch vgg ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from cam_core import metrics as M
+from cam_core.methods.base import BaseCAM, eval_mode
+
+#: every metric the runner knows, in table order
+METRICS: tuple[str, ...] = (
+    "IC",
+    "AD",
+    "ADD",
+    "insertion",
+    "deletion",
+    "energy",
+    "pointing",
+    "local_accuracy",
+    "cosine",
+)
+#: the default metric set (Tables 3, 4, 5, the hit/miss pointing game and Eq. 8's error)
+DEFAULT_METRICS: list[str] = [
+    "IC",
+    "AD",
+    "ADD",
+    "insertion",
+    "deletion",
+    "energy",
+    "pointing",
+    "local_accuracy",
+]
+#: aggregate = SCALE * mean over images (the paper reports IC/AD/ADD/energy in %)
+SCALE: dict[str, float] = {
+    "IC": 100.0,
+    "AD": 100.0,
+    "ADD": 100.0,
+    "insertion": 1.0,
+    "deletion": 1.0,
+    "energy": 100.0,
+    "pointing": 100.0,
+    "local_accuracy": 1.0,
+    "cosine": 1.0,
+}
+#: which way is better, for each metric
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "IC": True,
+    "AD": False,
+    "ADD": True,
+    "insertion": True,
+    "deletion": False,
+    "energy": True,
+    "pointing": True,
+    "local_accuracy": False,
+    "cosine": True,
+}
+#: keyword arguments each method gets unless the caller overrides them (merged per method)
+DEFAULT_METHOD_KWARGS: dict[str, dict[str, Any]] = {"SHAP-CAM": {"n_orderings": 10, "seed": 0}}
+
+MethodSpec = str | type[BaseCAM]
+_BATCH_FILE = re.compile(r"^batch_(\d{5})\.json$")
+
+
+# ---- arguments ------------------------------------------------------------------------------
+def _method_factory(spec: MethodSpec) -> tuple[str, Callable[..., BaseCAM]]:
+    """(table name, factory(model, target_layer, **kw)) for a method name or a BaseCAM subclass."""
+    if isinstance(spec, str):
+        from cam_core.methods.registry import METHODS
+
+        norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum() or ch == "+")
+        found = {norm(k): (k, cls) for k, cls in METHODS.items()}.get(norm(spec))
+        if found is None:
+            raise ValueError(f"unknown CAM method {spec!r}; valid names: {', '.join(METHODS)}")
+        return found  # (canonical table name, class): "liftcam" -> "LIFT-CAM"
+    if isinstance(spec, type) and issubclass(spec, BaseCAM):
+        return spec.name, spec
+    raise ValueError(f"a method must be a table name such as 'LIFT-CAM' or a BaseCAM subclass, got {spec!r}")
+
+
+def _check_metrics(metrics: Sequence[str]) -> list[str]:
+    out = []
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}; valid metrics: {', '.join(METRICS)}")
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def cache_config(
+    bench: Any,
+    methods: Sequence[str],
+    metrics: Sequence[str],
+    n_images: int | None,
+    seed: int,
+    batch_size: int,
+    method_kwargs: dict[str, dict[str, Any]],
+    target: str,
+    **options: Any,
+) -> dict:
+    """Everything that determines the numbers of a run (what the cache key hashes)."""
+    import cam_core
+
+    return {
+        "benchmark": bench.name,
+        "arch": getattr(bench, "arch", None),
+        "dataset_size": len(bench),
+        "target_layer": bench.target_layer,
+        "methods": list(methods),
+        "metrics": list(metrics),
+        "n_images": n_images,
+        "seed": int(seed),
+        "batch_size": int(batch_size),
+        "method_kwargs": {k: method_kwargs.get(k, {}) for k in methods},
+        "target": target,
+        **options,
+        "version": cam_core.__version__,
+    }
+
+
+def cache_key(config: dict) -> str:
+    """A short stable hash of a run's configuration."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- cache folder ---------------------------------------------------------------------------
+def _batch_path(folder: Path, i: int) -> Path:
+    return folder / f"batch_{i:05d}.json"
+
+
+def _read_batch(folder: Path, i: int, index: list[int]) -> dict | None:
+    """A finished batch's record, or None when it is missing, unreadable or for other images.
+
+    Only ``batch_NNNNN.json`` files are read; writes go through a temporary name and ``os.replace``,
+    so such a file is always complete; one that fails to parse anyway is recomputed, not trusted.
+    """
+    p = _batch_path(folder, i)
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("index") != index or "rows" not in rec:
+        return None
+    return rec
+
+
+# ---- one batch --------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run_batch(
+    bench: Any,
+    batch: Any,
+    methods: list[tuple[str, Callable[..., BaseCAM]]],
+    metrics: list[str],
+    method_kwargs: dict[str, dict[str, Any]],
+    target: str,
+    reference: tuple[str, Callable] | None,
+    opts: dict[str, Any],
+) -> dict:
+    """All metrics of all methods on one batch: {"rows": {column: list}, "timings": {method: s}}."""
+    from cam_core.split import split_model
+
+    model = bench.model_for(batch)
+    x = batch.x  # (B, C, H, W)
+    n, _, h, w = x.shape
+    if target == "predicted":
+        with torch.no_grad(), eval_mode(model):
+            t = model(x).argmax(dim=1)  # (B,) top-1, the paper's choice
+    else:
+        t = batch.labels.long().to(x.device)
+    mean, std = getattr(bench, "mean", None), getattr(bench, "std", None)
+    fbs = opts["forward_batch_size"]
+    boxes = [batch.boxes_for(i, int(t[i])) for i in range(n)]
+    head = None
+    if "local_accuracy" in metrics:
+        try:
+            head = split_model(model, bench.target_layer).head
+        except ValueError:
+            head = None
+    rows: dict[str, list] = {"image": [], "method": [], "metric": [], "value": [], "target": []}
+    timings: dict[str, float] = {}
+    index = [int(i) for i in batch.index.tolist()]
+    targets = [int(c) for c in t.tolist()]
+
+    def run(name: str, factory: Callable[..., BaseCAM]) -> Any:
+        cam = factory(model, bench.target_layer, **method_kwargs.get(name, {}))
+        _sync(x.device)
+        t0 = time.perf_counter()
+        res = cam(x, target=t)
+        _sync(x.device)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        return res
+
+    ref_alpha: Tensor | None = None
+    if reference is not None and reference[0] not in [m for m, _ in methods]:
+        ref_alpha = run(*reference).alpha
+    results = {}
+    for name, factory in methods:
+        results[name] = res = run(name, factory)
+        if reference is not None and name == reference[0]:
+            ref_alpha = res.alpha
+    for name, res in results.items():
+        values: dict[str, Tensor] = {}
+        sal = res.saliency  # (B, H, W)
+        if {"IC", "AD", "ADD"} & set(metrics):
+            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs)
+            values["IC"] = M.increase_in_confidence(sc.original, sc.explanation)
+            values["AD"] = M.average_drop(sc.original, sc.explanation)
+            values["ADD"] = M.average_drop_in_deletion(sc.original, sc.inverted)
+        curves = tuple(c for c in ("insertion", "deletion") if c in metrics)
+        if curves:
+            values.update(
+                M.insertion_deletion(
+                    model,
+                    x,
+                    sal,
+                    t,
+                    steps=opts["steps"],
+                    baseline=opts["baseline"],
+                    mean=mean,
+                    std=std,
+                    batch_size=fbs,
+                    curves=curves,
+                )
+            )
+        if "energy" in metrics:
+            values["energy"] = M.energy_pointing_game(sal, M.batch_masks(boxes, (h, w)).to(sal.device))
+        if "pointing" in metrics:
+            values["pointing"] = M.pointing_game(sal, boxes, tolerance=opts["pointing_tolerance"])
+        if "local_accuracy" in metrics:
+            values["local_accuracy"] = (
+                M.local_accuracy_error(res.alpha, head, res.activations, t)
+                if head is not None
+                else torch.full((n,), float("nan"))
+            )
+        if "cosine" in metrics:
+            values["cosine"] = M.cosine_similarity(res.alpha, ref_alpha)
+        for metric in metrics:
+            rows["image"] += index
+            rows["method"] += [name] * n
+            rows["metric"] += [metric] * n
+            rows["value"] += [float(v) for v in values[metric].detach().double().cpu().tolist()]
+            rows["target"] += targets
+    return {"rows": rows, "timings": timings}
+
+
+# ---- the runner ---------------------------------------------------------------------------------
+def evaluate(
+    bench: Any,
+    methods: Sequence[MethodSpec] | None = None,
+    metrics: Sequence[str] | None = None,
+    n_images: int | None = 1000,
+    seed: int = 0,
+    cache: str | Path | bool | None = True,
+    batch_size: int = 32,
+    method_kwargs: dict[str, dict[str, Any]] | None = None,
+    target: str = "predicted",
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    *,
+    baseline: str = "zero",
+    steps: int = 40,
+    pointing_tolerance: float | None = None,
+    reference: MethodSpec = "SHAP-CAM",
+    forward_batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Evaluate CAM ``methods`` on ``n_images`` seeded images of ``bench`` with ``metrics``.
+
+    Args:
+        bench: a :class:`cam_core.benchmarks.base.Benchmark`.
+        methods: table names (``cc.METHODS``) or BaseCAM subclasses; default ``cc.PAPER_METHODS``.
+        metrics: any of :data:`METRICS`; default :data:`DEFAULT_METRICS`. ``"cosine"`` compares each
+            method's alpha with ``reference``'s (Table 2; the reference is computed even if not listed).
+        n_images, seed: the benchmark's seeded subset (``bench.subset``); None = every image.
+        cache: True = ``<results dir>/cache/<bench>_<arch>_<hash>``; a folder = ``<folder>/<...hash>``;
+            None/False = no cache (nothing written, nothing resumed).
+        batch_size: images per batch (each method is called once per batch).
+        method_kwargs: per-method keyword arguments, merged over :data:`DEFAULT_METHOD_KWARGS`
+            (SHAP-CAM: 10 orderings, seed 0).
+        target: ``"predicted"`` (top-1 of the model, the paper's choice) or ``"label"`` (the
+            ground-truth class; single-label benchmarks only).
+        device: None = the benchmark's device; anything else must match it (load the benchmark on
+            the device you want: the runner does not move the caller's model).
+        baseline, steps: insertion/deletion settings (:func:`cam_core.metrics.insertion_deletion`).
+        pointing_tolerance: hit/miss tolerance in px (None: 15 px at 224 px, scaled).
+        forward_batch_size: rows per forward pass when scoring perturbed images (default 4 * batch_size).
+
+    Returns:
+        A tidy DataFrame, one row per (image, method, metric): ``image`` (dataset index), ``method``,
+        ``metric``, ``value`` (per image: IC an indicator, AD/ADD fractions, AUCs, energy share,
+        pointing hit; NaN where undefined, e.g. no box of the target class), ``target`` (class explained).
+        ``attrs``: ``summary`` ({method: {metric: aggregate}}, see :func:`summarize`), ``timings``
+        (seconds per method, summed over batches, including batches read from the cache), ``config``,
+        ``cache`` (the folder, or None). attrs hold plain dicts (pandas compares attrs on concat).
+    """
+    from cam_core import results
+    from cam_core.methods.registry import PAPER_METHODS
+    from cam_core.runtime import resolve_device
+
+    specs = [_method_factory(m) for m in (PAPER_METHODS if methods is None else methods)]
+    names = [n for n, _ in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"methods must have distinct names; got {names}")
+    metrics = _check_metrics(DEFAULT_METRICS if metrics is None else metrics)
+    if target not in ("predicted", "label"):
+        raise ValueError(f"target must be 'predicted' (top-1) or 'label' (ground truth), got {target!r}")
+    if target == "label" and getattr(bench, "multilabel", False):
+        raise ValueError(
+            "target='label' needs a single-label benchmark; this one is multi-label: "
+            "use target='predicted' (the paper's choice)"
+        )
+    if baseline not in M.BASELINES:
+        raise ValueError(f"baseline must be one of {M.BASELINES}, got {baseline!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is not None:
+        dev, bdev = resolve_device(device), torch.device(bench.device)
+        if dev.type != bdev.type or (
+            dev.index is not None and bdev.index is not None and dev.index != bdev.index
+        ):
+            raise ValueError(
+                f"device={device!r} but the benchmark's model is on {bdev}; load the benchmark with "
+                f"cc.benchmarks.load(..., device={str(dev)!r}) (evaluate does not move your model)"
+            )
+    kwargs = {k: dict(v) for k, v in DEFAULT_METHOD_KWARGS.items()}
+    for k, v in (method_kwargs or {}).items():
+        kwargs.setdefault(k, {}).update(v)
+    ref = _method_factory(reference) if "cosine" in metrics else None
+    opts = {
+        "baseline": baseline,
+        "steps": int(steps),
+        "pointing_tolerance": pointing_tolerance,
+        "forward_batch_size": int(forward_batch_size or 4 * batch_size),
+    }
+    config = cache_config(
+        bench,
+        names,
+        metrics,
+        n_images,
+        seed,
+        batch_size,
+        kwargs,
+        target,
+        baseline=baseline,
+        steps=int(steps),
+        pointing_tolerance=pointing_tolerance,
+        reference=ref[0] if ref else None,
+        reference_kwargs=kwargs.get(ref[0], {}) if ref else None,
+    )
+
+    indices = bench.subset(n_images, seed)
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    folder: Path | None = None
+    if cache:
+        base = results.results_dir() / "cache" if cache is True else Path(cache)
+        folder = base / f"{bench.name}_{getattr(bench, 'arch', 'model')}_{cache_key(config)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            results.write_text(
+                manifest, json.dumps({"config": config, "batches": chunks}, indent=1, default=str)
+            )
+
+    records: list[dict | None] = [
+        (_read_batch(folder, i, c) if folder is not None else None) for i, c in enumerate(chunks)
+    ]
+    todo = [i for i, r in enumerate(records) if r is None]
+    bar = _progress(
+        len(chunks), len(chunks) - len(todo), progress, f"{bench.name}/{getattr(bench, 'arch', '')}"
+    )
+    try:
+        for i in todo:
+            batch = next(iter(bench.images(indices=chunks[i], batch_size=len(chunks[i]))))
+            rec = {"index": chunks[i], **_run_batch(bench, batch, specs, metrics, kwargs, target, ref, opts)}
+            if folder is not None:
+                results.write_text(_batch_path(folder, i), json.dumps(rec))
+            records[i] = rec
+            bar.update(1)
+    finally:
+        bar.close()
+
+    df = _frame([r for r in records if r is not None])
+    timings: dict[str, float] = {}
+    for r in records:
+        for k, v in (r or {}).get("timings", {}).items():
+            timings[k] = timings.get(k, 0.0) + float(v)
+    df.attrs["timings"] = timings
+    df.attrs["config"] = json.loads(json.dumps(config, default=str))
+    df.attrs["cache"] = str(folder) if folder is not None else None
+    summary = summarize(df)
+    df.attrs["summary"] = {m: {k: float(v) for k, v in row.items()} for m, row in summary.iterrows()}
+    return df
+
+
+def _progress(total: int, done: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, disable=not enabled, desc=f"evaluate {desc}", unit="batch")
+
+
+def _frame(records: list[dict]) -> pd.DataFrame:
+    cols = ["image", "method", "metric", "value", "target"]
+    parts = [pd.DataFrame(r["rows"], columns=cols) for r in records]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    return df.astype(
+        {"image": "int64", "method": "object", "metric": "object", "value": "float64", "target": "int64"}
+    )
+
+
+def summarize(df: pd.DataFrame, wide: bool = True) -> pd.DataFrame:
+    """The paper's aggregates per method x metric: ``SCALE[metric] * mean`` over images, NaN skipped.
+
+    IC = 100 * share of images whose confidence rose, AD / ADD = 100 * mean drop, insertion /
+    deletion = mean AUC, energy = 100 * mean share, pointing = 100 * hit rate, local_accuracy and
+    cosine = plain means. ``wide=True``: a methods x metrics table (rows and columns in the order they
+    first appear); ``wide=False``: long, with ``n`` (images counted) and ``n_nan`` (images with no
+    value, e.g. no box of the target class) per cell.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    g = df.groupby(["method", "metric"], sort=False)["value"]
+    long = pd.DataFrame({"mean": g.mean(), "n": g.count(), "n_nan": g.size() - g.count()}).reset_index()
+    long["value"] = long["mean"] * long["metric"].map(SCALE).fillna(1.0)
+    long = long[["method", "metric", "value", "n", "n_nan"]]
+    if not wide:
+        return long
+    methods = list(dict.fromkeys(df["method"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    out = long.pivot(index="method", columns="metric", values="value").reindex(index=methods, columns=metrics)
+    out.columns.name = None
+    return out
+
+
+# ---- command line -------------------------------------------------------------------------------
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="the paper's tables (IC/AD/ADD, insertion/deletion, pointing games) "
+        "for CAM methods on a benchmark; resumable",
+        description=__doc__.splitlines()[0],
+    )
+    p.add_argument(
+        "--benchmark", default="shapes-single", help="benchmark name (see cc.benchmarks.available())"
+    )
+    p.add_argument("--arch", default=None, help="model architecture of the benchmark, e.g. vgg or resnet")
+    p.add_argument("--data-dir", default=None, help="data folder for benchmarks that read files")
+    p.add_argument("--methods", nargs="+", default=None, help="table names; default: the paper's six")
+    p.add_argument("--metrics", nargs="+", default=None, help=f"any of {', '.join(METRICS)}")
+    p.add_argument("--n-images", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--target", choices=("predicted", "label"), default="predicted")
+    p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes")
+    p.add_argument("--method-kwargs", default=None, help='JSON, e.g. \'{"SHAP-CAM": {"n_orderings": 10}}\'')
+    p.add_argument("--cache", default="auto", help="cache folder; 'auto' = results/cache, 'none' = no cache")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="CSV of per-image values (default results/evaluate_<bench>_<arch>.csv);"
+        " the summary goes beside it as <out>.summary.csv",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from cam_core import benchmarks, results
+
+    kw = {"arch": args.arch} if args.arch else {}
+    bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    cache: str | bool | None = {"auto": True, "none": None}.get(args.cache.lower(), args.cache)
+    method_kwargs = json.loads(args.method_kwargs) if args.method_kwargs else None
+    t0 = time.perf_counter()
+    df = evaluate(
+        bench,
+        methods=args.methods,
+        metrics=args.metrics,
+        n_images=args.n_images,
+        seed=args.seed,
+        cache=cache,
+        batch_size=args.batch_size,
+        method_kwargs=method_kwargs,
+        target=args.target,
+        progress=not args.no_progress,
+        baseline=args.baseline,
+    )
+    wall = time.perf_counter() - t0
+    out = (
+        Path(args.out)
+        if args.out
+        else results.path(f"evaluate_{bench.name}_{getattr(bench, 'arch', 'model')}")
+    )
+    results.atomic_write(out, lambda p: df.to_csv(p, index=False))
+    summary = summarize(df)
+    results.atomic_write(out.with_suffix(".summary.csv"), lambda p: summary.to_csv(p))
+    n = df["image"].nunique()
+    print(
+        f"{bench.name} ({getattr(bench, 'arch', '')}), {n} images, seed {args.seed}, target {args.target}, "
+        f"baseline {args.baseline}"
+    )
+    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
+        print(summary.to_string())
+    missing = summarize(df, wide=False)
+    missing = missing[missing["n_nan"] > 0]
+    for _, r in missing.iterrows():
+        print(
+            f"  {r['method']} / {r['metric']}: {int(r['n_nan'])} of {n} images without a value "
+            "(no box of the target class, or no head)"
+        )
+    print("method time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in df.attrs["timings"].items()))
+    print(f"wall time {wall:.1f} s; per-image values: {out}")
+    return 0
