@@ -15,10 +15,12 @@ can be compared, hence :func:`ranking` and :func:`verdict`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 IMAGENET, VOC, COCO, VQA = "ImageNet", "VOC 2007", "COCO 2014", "VQA v2"
 DATASETS = (IMAGENET, VOC, COCO)
@@ -328,3 +330,58 @@ def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats
     if cap:
         sty = sty.set_caption(cap)
     return sty
+
+
+# ---- convergence of a sampled estimator (Algorithm 1), used by chapters 01 and 02 --------------
+def convergence(estimate: Callable[[int, int], torch.Tensor], reference: torch.Tensor,
+                orderings: Sequence[int], seeds: Sequence[int]) -> pd.DataFrame:
+    """Error of a sampled Shapley estimate against a reference, for each number of orderings and seed.
+
+    Args:
+        estimate: ``estimate(P, seed) -> (N, K)`` coefficients, e.g.
+            ``lambda p, s: cc.shapley.permutation(head, A, t, n_orderings=p, seed=s)``.
+        reference: (N, K), e.g. the exact Shapley values.
+    Returns:
+        long frame ``orderings, seed, image, rel_error, cosine`` with
+        ``rel_error = |phi_P - ref| / |ref|`` and the cosine similarity to ``ref`` per image.
+    """
+    from cam_core.metrics.similarity import cosine_similarity
+
+    ref = reference.detach().double()
+    ref_norm = ref.norm(dim=1).clamp_min(1e-12)
+    rows = []
+    for p in orderings:
+        for s in seeds:
+            est = estimate(int(p), int(s)).detach().double().to(ref.device)  # (N, K)
+            if est.shape != ref.shape:
+                raise ValueError(f"estimate returned {tuple(est.shape)}, the reference is {tuple(ref.shape)}")
+            rel = ((est - ref).norm(dim=1) / ref_norm).cpu().numpy()
+            cos = cosine_similarity(est, ref).cpu().numpy()
+            rows += [(int(p), int(s), i, float(r), float(c))
+                     for i, (r, c) in enumerate(zip(rel, cos, strict=True))]
+    return pd.DataFrame(rows, columns=["orderings", "seed", "image", "rel_error", "cosine"])
+
+
+def loglog_slope(curve: pd.DataFrame, x: str = "orderings", y: str = "rel_error") -> float:
+    """Least-squares slope of ``log mean(y)`` against ``log x`` (about -0.5 for an error ~ 1/sqrt(P))."""
+    mean = curve.groupby(x)[y].mean()
+    mean = mean[mean > 0]
+    if len(mean) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(mean.index.to_numpy(float)), np.log(mean.to_numpy(float)), 1)[0])
+
+
+def plot_convergence(curve: pd.DataFrame, ax: Any = None, label: str | None = None) -> Any:
+    """Mean relative error against the number of orderings (log-log), with a 1/sqrt(P) guide."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.4))
+    stats = curve.groupby("orderings")["rel_error"].agg(["mean", "std"])
+    p = stats.index.to_numpy(float)
+    ax.errorbar(p, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=label or "measured")
+    guide = stats["mean"].iloc[0] * np.sqrt(p[0] / p)
+    ax.plot(p, guide, "k--", lw=1, label=r"$\propto 1/\sqrt{P}$")
+    ax.set(xscale="log", yscale="log", xlabel="orderings P", ylabel="relative error")
+    ax.legend(frameon=False)
+    return ax.figure

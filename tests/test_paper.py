@@ -151,3 +151,31 @@ def test_style_colours_by_direction_and_bolds_best():
     lift = list(cmp.index.get_level_values("method")).index("LIFT-CAM")
     assert dict(ctx[(lift, cols.index(("AD", "measured")))]).get("font-weight") == "bold"
     assert "+1.0" in html and paper.CAPTIONS[3] in html
+
+
+# ---- convergence helpers (chapters 01 and 02) -------------------------------------------------
+def test_convergence_of_a_known_estimator():
+    import torch
+
+    ref = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+
+    def estimate(p: int, seed: int) -> torch.Tensor:  # error exactly 0.3 |ref| / sqrt(p) in norm
+        noise = torch.randn(5, 8, generator=torch.Generator().manual_seed(seed))
+        noise = noise / noise.norm(dim=1, keepdim=True) * ref.norm(dim=1, keepdim=True)
+        return ref + 0.3 * noise / p**0.5
+
+    curve = paper.convergence(estimate, ref, orderings=[1, 4, 16, 64], seeds=[0, 1])
+    assert list(curve.columns) == ["orderings", "seed", "image", "rel_error", "cosine"]
+    assert len(curve) == 4 * 2 * 5
+    np.testing.assert_allclose(curve["rel_error"], 0.3 / np.sqrt(curve["orderings"]), rtol=1e-6)
+    assert paper.loglog_slope(curve) == pytest.approx(-0.5, abs=1e-6)
+    assert (curve.groupby("orderings")["cosine"].mean().diff().dropna() > 0).all()
+    fig = paper.plot_convergence(curve)
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_convergence_shape_mismatch():
+    import torch
+
+    with pytest.raises(ValueError, match="reference is"):
+        paper.convergence(lambda p, s: torch.zeros(2, 3), torch.ones(2, 4), [1], [0])

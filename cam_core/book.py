@@ -1,0 +1,349 @@
+"""``python -m cam_core book``: execute every chapter with papermill, then build the Jupyter Book.
+
+The chapters are the notebooks ``notebooks/[0-9][0-9]_*.ipynb`` (committed without outputs).
+Each is executed by papermill into ``<build-dir>/notebooks/`` with its parameters; the HTML is
+then built by Jupyter Book 1.x from those executed copies (``execute_notebooks: off``, so
+nothing runs twice) with warnings as errors::
+
+    python -m cam_core book                      # every chapter, full size (``make book``)
+    python -m cam_core book --smoke              # every chapter on tiny sizes (CI)
+    python -m cam_core book --only 04 -p N_IMAGES 200     # rerun chapter 04 only, then rebuild
+    python -m cam_core book --skip-execute       # rebuild the HTML from the executed copies
+
+Your own runs: ``papermill notebooks/04_faithfulness.ipynb build/book/notebooks/04_faithfulness.ipynb
+-p BENCHMARKS imagenet -p DATA_DIR /data/imagenet -p DEVICE cuda``, then ``--skip-execute``.
+
+Parameters given to every chapter that declares them: ``DEVICE``, ``SMOKE``, ``RESULTS_DIR``
+(and ``SEED`` when ``--seed`` is given). ``-p NAME VALUE`` sets ``NAME`` in every chapter that
+declares it; ``-p 04:NAME VALUE`` in chapter 04 only. Values follow papermill's ``-p`` rules
+(``True``/``False``/``None``, integers and floats are converted; anything else is a string).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
+#: book source files copied into the build folder (everything else in ``book/`` is ignored)
+BOOK_SOURCE_SUFFIXES = (".md", ".yml", ".bib", ".png", ".svg", ".css")
+#: generated page with the parameters and timings of the run (listed in ``_toc.yml``)
+RUN_LOG = "run_log"
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One numbered notebook."""
+
+    number: str  # "04"
+    name: str  # "04_faithfulness"
+    source: Path  # notebooks/04_faithfulness.ipynb
+
+    @property
+    def docname(self) -> str:
+        return f"notebooks/{self.name}"
+
+
+class BookError(RuntimeError):
+    """A failure the command reports in one message (no traceback)."""
+
+
+# ---- chapters and parameters --------------------------------------------------------------------
+def find_chapters(notebooks_dir: Path) -> list[Chapter]:
+    """The chapters, in order: every ``NN_*.ipynb`` in ``notebooks_dir``."""
+    if not notebooks_dir.is_dir():
+        raise BookError(f"no notebooks folder at {notebooks_dir}; run the command from the repository root "
+                        "or pass --notebooks DIR")
+    found = sorted(notebooks_dir.glob(CHAPTER_GLOB))
+    if not found:
+        raise BookError(f"no chapter notebooks matching {CHAPTER_GLOB} in {notebooks_dir}")
+    return [Chapter(p.name[:2], p.stem, p) for p in found]
+
+
+def resolve_value(text: str) -> Any:
+    """papermill's ``-p`` conversion: ``True``/``False``/``None``, int, float, else the string."""
+    from papermill.cli import _resolve_type
+
+    return _resolve_type(text)
+
+
+def parse_overrides(pairs: list[list[str]] | None) -> dict[str | None, dict[str, Any]]:
+    """``[["N_IMAGES", "10"], ["04:SEED", "1"]]`` -> ``{None: {"N_IMAGES": 10}, "04": {"SEED": 1}}``."""
+    out: dict[str | None, dict[str, Any]] = {}
+    for name, value in pairs or []:
+        chapter: str | None = None
+        if ":" in name:
+            chapter, name = name.split(":", 1)
+            if not (len(chapter) == 2 and chapter.isdigit()):
+                raise BookError(f"-p {chapter}:{name}: the chapter prefix must be two digits, "
+                                f"e.g. -p 04:{name} VALUE")
+        if not name.isidentifier() or name != name.upper():
+            raise BookError(f"-p {name}: chapter parameters are UPPER_CASE names (e.g. N_IMAGES)")
+        out.setdefault(chapter, {})[name] = resolve_value(value)
+    return out
+
+
+def declared_parameters(path: Path) -> dict[str, Any]:
+    """The names (and defaults, as text) of a notebook's cell tagged ``parameters``."""
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(path))
+    return {name: info.get("default") for name, info in params.items()}
+
+
+def chapter_parameters(chapter: Chapter, declared: dict[str, Any], common: dict[str, Any],
+                       overrides: dict[str | None, dict[str, Any]]) -> dict[str, Any]:
+    """What papermill gets for ``chapter``: common values and ``-p NAME`` overrides for the names it
+    declares, then ``-p NN:NAME`` overrides, which must name a declared parameter."""
+    params = {k: v for k, v in common.items() if k in declared}
+    params.update({k: v for k, v in overrides.get(None, {}).items() if k in declared})
+    for k, v in overrides.get(chapter.number, {}).items():
+        if k not in declared:
+            raise BookError(f"-p {chapter.number}:{k}: chapter {chapter.name} has no parameter {k}; "
+                            f"its parameters are {', '.join(declared) or '(none)'}")
+        params[k] = v
+    return params
+
+
+# ---- execution ----------------------------------------------------------------------------------
+def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], cwd: Path,
+                    progress: bool, timeout: int | None = None) -> float:
+    """Run ``chapter`` with papermill into ``output``; return the seconds it took.
+
+    A failing cell raises :class:`BookError` carrying papermill's error; the partly executed
+    notebook (with the traceback in the failing cell) is left at ``output``."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(chapter.source), str(output), parameters=parameters, kernel_name="python3",
+                            progress_bar=progress, cwd=str(cwd), execution_timeout=timeout)
+    except PapermillExecutionError as err:
+        raise BookError(f"chapter {chapter.name} failed in cell {err.exec_count} "
+                        f"({err.ename}: {err.evalue}).\nThe executed notebook with the full traceback: "
+                        f"{output}\n{''.join(_strip_ansi(line) for line in err.traceback[-3:])}") from None
+    return time.perf_counter() - start
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text) + "\n"
+
+
+# ---- the Jupyter Book ---------------------------------------------------------------------------
+def _load_toc(book_src: Path) -> dict[str, Any]:
+    import yaml
+
+    toc_path = book_src / "_toc.yml"
+    if not toc_path.is_file():
+        raise BookError(f"no table of contents at {toc_path}")
+    return yaml.safe_load(toc_path.read_text())
+
+
+def _toc_entries(toc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every ``{file: ...}`` entry of a jb-book toc, in order (parts and chapters)."""
+    out: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(node)
+            for key in ("parts", "chapters", "sections"):
+                for child in node.get(key, []) or []:
+                    walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(toc)
+    return out
+
+
+def _missing_notebook(entry: Any, found: set[str]) -> bool:
+    return (isinstance(entry, dict) and str(entry.get("file", "")).startswith("notebooks/")
+            and entry["file"] not in found)
+
+
+def book_toc(book_src: Path, chapters: list[Chapter]) -> dict[str, Any]:
+    """The committed ``_toc.yml`` restricted to the chapters found (a listed notebook that is not in
+    ``notebooks/`` is dropped; a found chapter the toc does not list is appended to the first part)."""
+    toc = copy.deepcopy(_load_toc(book_src))
+    found = {c.docname for c in chapters}
+
+    def prune(node: Any) -> Any:
+        if isinstance(node, dict):
+            for key in ("parts", "chapters", "sections"):
+                if key in node:
+                    node[key] = [prune(c) for c in node[key] if not _missing_notebook(c, found)]
+        return node
+
+    toc = prune(toc)
+    listed = {e["file"] for e in _toc_entries(toc)}
+    missing = [c for c in chapters if c.docname not in listed]
+    if missing:
+        parts = toc.setdefault("parts", [{"caption": "Chapters", "chapters": []}])
+        parts[0].setdefault("chapters", []).extend({"file": c.docname} for c in missing)
+    return toc
+
+
+def _run_log(executed: dict[Chapter, Path]) -> str:
+    """Markdown page: each chapter's parameters and run time, read from papermill's metadata."""
+    import nbformat
+
+    lines = ["# Run log", "",
+             "Generated by `python -m cam_core book` from the executed notebooks' papermill metadata: "
+             "the parameters each chapter ran with and how long it took.", "",
+             "| chapter | parameters | started (UTC) | seconds |", "|---|---|---|---|"]
+    for chapter, path in executed.items():
+        meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+        params = ", ".join(f"`{k}={v!r}`" for k, v in (meta.get("parameters") or {}).items()) or "(defaults)"
+        started = str(meta.get("start_time", "?"))[:19].replace("T", " ")
+        seconds = meta.get("duration")
+        secs = f"{seconds:.0f}" if isinstance(seconds, int | float) else "?"
+        lines.append(f"| [{chapter.name}]({chapter.docname}.ipynb) | {params} | {started} | {secs} |")
+    lines += ["", f"Book built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with Python "
+              f"{sys.version.split()[0]} on {sys.platform}.", ""]
+    return "\n".join(lines)
+
+
+def stage_book(book_src: Path, build_dir: Path, chapters: list[Chapter]) -> Path:
+    """Copy the book sources next to the executed notebooks and write the toc and the run log.
+
+    Every chapter must have an executed copy at ``<build_dir>/notebooks/<name>.ipynb`` that did
+    not fail; otherwise :class:`BookError` says which and how to make it."""
+    import nbformat
+    import yaml
+
+    executed: dict[Chapter, Path] = {}
+    for c in chapters:
+        path = build_dir / "notebooks" / f"{c.name}.ipynb"
+        if not path.is_file():
+            raise BookError(f"chapter {c.name} has no executed copy at {path}: run `python -m cam_core book "
+                            f"--only {c.number}` (or place your own papermill output there)")
+        meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+        if meta.get("exception"):
+            raise BookError(f"the executed copy of {c.name} at {path} stopped on an error; rerun it with "
+                            f"`python -m cam_core book --only {c.number}`")
+        executed[c] = path
+    if not (book_src / "_config.yml").is_file():
+        raise BookError(f"no book sources at {book_src} (expected _config.yml and _toc.yml)")
+    for src in sorted(book_src.iterdir()):
+        if src.is_file() and src.suffix in BOOK_SOURCE_SUFFIXES and src.name != "_toc.yml":
+            shutil.copy2(src, build_dir / src.name)
+    (build_dir / "_toc.yml").write_text(yaml.safe_dump(book_toc(book_src, chapters), sort_keys=False))
+    (build_dir / f"{RUN_LOG}.md").write_text(_run_log(executed))
+    return build_dir
+
+
+def build_html(stage_dir: Path, warnings_as_errors: bool = True) -> Path:
+    """``jupyter-book build`` (warnings as errors, every page rebuilt); returns the path of ``index.html``."""
+    exe = Path(sys.executable).with_name("jupyter-book")
+    program = str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book")
+    cmd = [program, "build", str(stage_dir), "--all", "--builder", "html"]
+    if warnings_as_errors:
+        cmd += ["--warningiserror", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+        raise BookError(f"the Jupyter Book build failed (warnings are errors):\n{tail}")
+    index = stage_dir / "_build" / "html" / "index.html"
+    if not index.is_file():
+        raise BookError(f"jupyter-book finished but {index} is missing")
+    return index
+
+
+# ---- the command --------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    """Execute the chapters (unless ``--skip-execute``), stage and build the book, print where it is."""
+    try:
+        return _run(args)
+    except BookError as err:
+        print(f"book: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    root = Path.cwd()
+    notebooks_dir = (root / args.notebooks).resolve()
+    build_dir = (root / args.build_dir).resolve()
+    results_dir = (root / args.results).resolve()
+    chapters = find_chapters(notebooks_dir)
+    if args.only:
+        wanted = {n.zfill(2) for n in args.only}
+        unknown = wanted - {c.number for c in chapters}
+        if unknown:
+            raise BookError(f"--only {', '.join(sorted(unknown))}: no such chapter; chapters are "
+                            f"{', '.join(c.name for c in chapters)}")
+    overrides = parse_overrides(args.param)
+    common: dict[str, Any] = {"DEVICE": args.device, "SMOKE": bool(args.smoke),
+                              "RESULTS_DIR": str(results_dir)}
+    if args.seed is not None:
+        common["SEED"] = args.seed
+    build_dir.mkdir(parents=True, exist_ok=True)
+
+    timings: dict[str, float] = {}
+    if not args.skip_execute:
+        todo = [c for c in chapters if not args.only or c.number in {n.zfill(2) for n in args.only}]
+        declared = {c: declared_parameters(c.source) for c in todo}
+        plans = {c: chapter_parameters(c, declared[c], common, overrides) for c in todo}
+        names = {k for c in todo for k in declared[c]}
+        unused = [k for k in overrides.get(None, {}) if k not in names]
+        if unused:
+            raise BookError(f"-p {', '.join(unused)}: no chapter to run declares it")
+        progress = sys.stderr.isatty()
+        mode = "smoke" if args.smoke else "full"
+        print(f"book: executing {len(todo)} chapter(s) ({mode} run, device={args.device}) into "
+              f"{build_dir / 'notebooks'}", flush=True)
+        for i, c in enumerate(todo, 1):
+            shown = ", ".join(f"{k}={v!r}" for k, v in plans[c].items() if k != "RESULTS_DIR")
+            print(f"[{i}/{len(todo)}] {c.name} ({shown}) ...", flush=True)
+            secs = execute_chapter(c, build_dir / "notebooks" / f"{c.name}.ipynb", plans[c], cwd=root,
+                                   progress=progress, timeout=args.cell_timeout)
+            timings[c.name] = secs
+            print(f"[{i}/{len(todo)}] {c.name} done in {secs:.1f} s", flush=True)
+    print("book: building the HTML with Jupyter Book (warnings are errors) ...", flush=True)
+    t0 = time.perf_counter()
+    stage_book((root / args.book_src).resolve(), build_dir, chapters)
+    index = build_html(build_dir, warnings_as_errors=not args.allow_warnings)
+    timings["(book build)"] = time.perf_counter() - t0
+    total = sum(timings.values())
+    print("book: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
+    print(f"book: open {index}")
+    return 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("book", help="run every chapter with papermill and build the Jupyter Book",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (passed to every chapter as DEVICE)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes in every chapter (SMOKE=True), for CI")
+    p.add_argument("--only", nargs="+", metavar="NN", help="execute only these chapters (e.g. --only 04), "
+                   "then rebuild the book from every chapter's executed copy")
+    p.add_argument("--skip-execute", action="store_true",
+                   help="execute nothing: rebuild the book from the executed copies in BUILD_DIR/notebooks "
+                        "(yours from papermill, too)")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="chapter parameter: NAME VALUE for every chapter declaring it, NN:NAME VALUE for one")
+    p.add_argument("--seed", type=int, default=None,
+                   help="SEED for every chapter (default: each chapter's own)")
+    p.add_argument("--build-dir", default=os.path.join("build", "book"),
+                   help="where executed notebooks and the HTML go (default: build/book)")
+    p.add_argument("--results", default="results", help="RESULTS_DIR for every chapter (default: results)")
+    p.add_argument("--notebooks", default="notebooks", help="folder of the chapter notebooks")
+    p.add_argument("--book-src", default="book",
+                   help="folder of the book's sources (_config.yml, _toc.yml, pages)")
+    p.add_argument("--cell-timeout", type=int, default=None,
+                   help="seconds a single cell may run (default: no limit)")
+    p.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
+    p.set_defaults(func=run)
