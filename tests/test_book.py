@@ -1,0 +1,277 @@
+"""The book: the ``book`` command's pieces, and a smoke run of every chapter + a book build.
+
+The smoke run (marked ``notebooks``) runs ``python -m cam_core book --smoke`` as a user would,
+into a temporary folder, then checks that every chapter page exists with its tables and
+figures, and that the numbers shown are those of that run's results files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from cam_core import book, paper
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = book.find_chapters(REPO / "notebooks")
+
+
+# ---- the command's pieces (fast) --------------------------------------------------------------
+def test_parse_overrides_and_values():
+    out = book.parse_overrides(
+        [
+            ["N_IMAGES", "10"],
+            ["04:SEED", "3"],
+            ["SMOKE", "True"],
+            ["DATA_DIR", "None"],
+            ["BENCHMARKS", "imagenet"],
+            ["LR", "0.5"],
+        ]
+    )
+    assert out == {
+        None: {"N_IMAGES": 10, "SMOKE": True, "DATA_DIR": None, "BENCHMARKS": "imagenet", "LR": 0.5},
+        "04": {"SEED": 3},
+    }
+    with pytest.raises(book.BookError, match="UPPER_CASE"):
+        book.parse_overrides([["n_images", "3"]])
+    with pytest.raises(book.BookError, match="two digits"):
+        book.parse_overrides([["4:SEED", "3"]])
+
+
+def test_chapter_parameters_only_declared_names():
+    ch = book.Chapter("04", "04_x", Path("04_x.ipynb"))
+    declared = {"DEVICE": "'auto'", "N_IMAGES": "1000", "SMOKE": "False"}
+    common = {"DEVICE": "cpu", "SMOKE": True, "RESULTS_DIR": "/r"}
+    overrides = {None: {"N_IMAGES": 5, "OTHER": 1}, "04": {"DEVICE": "cuda"}, "05": {"SEED": 1}}
+    assert book.chapter_parameters(ch, declared, common, overrides) == {
+        "DEVICE": "cuda",
+        "SMOKE": True,
+        "N_IMAGES": 5,
+    }
+    with pytest.raises(book.BookError, match="has no parameter SEED"):
+        book.chapter_parameters(ch, declared, common, {"04": {"SEED": 1}})
+
+
+def test_find_chapters_is_the_numbered_notebooks():
+    names = [c.name for c in CHAPTERS]
+    assert names == sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert "01_theory" in names
+    with pytest.raises(book.BookError, match="no notebooks folder"):
+        book.find_chapters(REPO / "does-not-exist")
+
+
+def test_toc_keeps_found_chapters_and_appends_unlisted(tmp_path):
+    (tmp_path / "_toc.yml").write_text(
+        yaml.safe_dump(
+            {
+                "format": "jb-book",
+                "root": "intro",
+                "parts": [
+                    {
+                        "caption": "Chapters",
+                        "chapters": [{"file": "notebooks/01_a"}, {"file": "notebooks/02_b"}],
+                    },
+                    {"caption": "Appendix", "chapters": [{"file": "setup"}]},
+                ],
+            }
+        )
+    )
+    chapters = [
+        book.Chapter("01", "01_a", Path("01_a.ipynb")),
+        book.Chapter("03", "03_c", Path("03_c.ipynb")),
+    ]
+    toc = book.book_toc(tmp_path, chapters)
+    files = [e["file"] for e in book._toc_entries(toc)]
+    assert files == ["notebooks/01_a", "notebooks/03_c", "setup"]
+
+
+def test_committed_sources_are_consistent():
+    """Every committed chapter is in book/_toc.yml; committed notebooks carry no outputs; each has a
+    first markdown cell (the question) and a second cell tagged `parameters` of UPPER_CASE names."""
+    listed = {e["file"] for e in book._toc_entries(book._load_toc(REPO / "book"))}
+    cfg = yaml.safe_load((REPO / "book" / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    for c in CHAPTERS:
+        assert c.docname in listed, f"{c.name} is not in book/_toc.yml"
+        nb = nbformat.read(c.source, as_version=4)
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+        assert "parameters" in nb.cells[1].metadata.get("tags", []), (
+            f"{c.name}: 2nd cell is not tagged parameters"
+        )
+        names = re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=", nb.cells[1].source, flags=re.M)
+        assert names and all(n == n.upper() for n in names), (
+            f"{c.name}: parameters must be UPPER_CASE: {names}"
+        )
+        assert {"DEVICE", "SEED", "SMOKE", "RESULTS_DIR"} <= set(names), c.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, (
+                    f"{c.name} is committed with outputs"
+                )
+
+
+def test_stage_refuses_missing_or_failed_executed_copy(tmp_path):
+    ch = book.Chapter("01", "01_theory", REPO / "notebooks" / "01_theory.ipynb")
+    with pytest.raises(book.BookError, match="--only 01"):
+        book.stage_book(REPO / "book", tmp_path, [ch])
+    nb = nbformat.v4.new_notebook(metadata={"papermill": {"exception": True}})
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(nb, tmp_path / "notebooks" / "01_theory.ipynb")
+    with pytest.raises(book.BookError, match="stopped on an error"):
+        book.stage_book(REPO / "book", tmp_path, [ch])
+
+
+# ---- a failing chapter fails the command with papermill's error -------------------------------
+@pytest.mark.notebooks
+def test_failing_chapter_fails_the_command(tmp_path, capsys, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Broken"),
+        nbformat.v4.new_code_cell("SMOKE = False", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise ZeroDivisionError('chapter is broken')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, nbdir / "01_broken.ipynb")
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(
+        notebooks="notebooks",
+        build_dir="build",
+        results="results",
+        book_src=str(REPO / "book"),
+        only=None,
+        param=None,
+        device="cpu",
+        smoke=True,
+        seed=None,
+        skip_execute=False,
+        cell_timeout=60,
+        allow_warnings=False,
+    )
+    assert book.run(args) == 1
+    err = capsys.readouterr().err
+    assert "01_broken failed" in err and "ZeroDivisionError" in err and "chapter is broken" in err
+
+
+# ---- the smoke run of every chapter and the book build ----------------------------------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    started = time.time()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cam_core",
+            "book",
+            "--smoke",
+            "--device",
+            "cpu",
+            "--build-dir",
+            str(out / "build"),
+            "--results",
+            str(out / "results"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    index = out / "build" / "_build" / "html" / "index.html"
+    assert f"open {index}" in proc.stdout
+    return {
+        "root": out,
+        "html": index.parent,
+        "results": out / "results",
+        "started": started,
+        "stdout": proc.stdout,
+    }
+
+
+def _page(built, chapter: book.Chapter) -> str:
+    path = built["html"] / "notebooks" / f"{chapter.name}.html"
+    assert path.is_file(), f"no page for {chapter.name}"
+    return path.read_text()
+
+
+def _text(page: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+@pytest.mark.notebooks
+def test_every_chapter_page_has_tables_and_figures(built):
+    assert (built["html"] / "index.html").is_file()
+    for c in CHAPTERS:
+        page = _page(built, c)
+        assert "Traceback" not in page, f"{c.name}: an error output is on the page"
+        assert re.search(r"<img [^>]*src=\"[^\"]*_images/", page), f"{c.name}: no figure"
+        assert "<table" in page, f"{c.name}: no table"
+        assert re.search(r"Fig\. \d+\.\d+", _text(page)), f"{c.name}: no numbered figure caption"
+    log = (built["html"] / "run_log.html").read_text()
+    for c in CHAPTERS:
+        assert c.name in log
+    assert "SMOKE=True" in html.unescape(log)
+
+
+@pytest.mark.notebooks
+def test_results_files_are_from_this_run(built):
+    files = sorted(built["results"].glob("*.csv"))
+    assert files, "the chapters saved no results"
+    for f in files:
+        assert f.stat().st_mtime >= built["started"] - 1
+    for c in CHAPTERS:
+        assert any(f.name.startswith(c.name) for f in files), f"{c.name} saved no results file"
+
+
+def _fmt_all(values, fmt: str) -> list[str]:
+    return [fmt.format(v) for v in values if pd.notna(v)]
+
+
+@pytest.mark.notebooks
+def test_theory_numbers_shown_are_the_saved_ones(built):
+    page = _text(_page(built, next(c for c in CHAPTERS if c.name == "01_theory")))
+    saved = pd.read_csv(built["results"] / "01_theory.csv")
+    shown = _fmt_all(saved["cosine to phi (mean)"], "{:.3g}")
+    assert shown and all(s in page for s in shown)
+    lift = saved[saved["method"] == "LIFT-CAM"].set_index("head")["cosine to phi (mean)"]
+    assert f"mean cosine similarity {lift.iloc[1]:.3f}" in " ".join(page.split())
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize(
+    "chapter,table",
+    [
+        ("04_faithfulness", 3),
+        ("04_faithfulness", 4),
+        ("05_localization", 5),
+        ("02_shap_validation", 1),
+        ("03_lift_approximation", 2),
+    ],
+)
+def test_paper_tables_show_this_runs_numbers(built, chapter, table):
+    """The measured column of each paper-vs-measured table is exactly the run's saved summary."""
+    chapters = {c.name: c for c in CHAPTERS}
+    if chapter not in chapters:
+        pytest.skip(f"{chapter} is not written yet")
+    page = _text(_page(built, chapters[chapter]))
+    saved = pd.read_csv(built["results"] / f"{chapter}_summary.csv")
+    cmp = paper.compare(saved[saved["table"] == table], table=table)
+    checked = 0
+    for metric in dict.fromkeys(cmp.columns.get_level_values(0)):
+        dec = paper.DECIMALS[metric]
+        for v in cmp[(metric, "measured")].dropna():
+            assert f"{v:.{dec}f}" in page, f"{chapter}: {metric} value {v:.{dec}f} not on the page"
+            checked += 1
+    assert checked > 0
