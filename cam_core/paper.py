@@ -282,6 +282,28 @@ def verdict(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
     return "\n".join(lines)
 
 
+def headline(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
+    """One markdown sentence, computed from ``comparison``: on how many columns ``method`` is the best
+    (here and in the paper), how often it is in the top two, and the mean rank agreement."""
+    rk = ranking(comparison, method)
+    here = rk[rk[f"{method} rank (measured)"].notna()]
+    if here.empty:
+        return f"_{method} was not measured._"
+    n = len(here)
+    best = int((here["measured_best"] == method).sum())
+    top2 = int((here[f"{method} rank (measured)"] <= 2).sum())
+    with_paper = here[here["paper_best"].notna()]
+    text = f"{method} is the best method on {best} of {n} measured columns and in the top two on {top2}"
+    if len(with_paper):
+        paper_best = int((with_paper["paper_best"] == method).sum())
+        taus = with_paper["kendall_tau"].dropna()
+        text += (f"; on the {len(with_paper)} columns the paper reports, "
+                 f"it is the paper's best on {paper_best}")
+        if len(taus):
+            text += f", and the mean rank agreement with the paper is Kendall's tau = {taus.mean():+.2f}"
+    return text + "."
+
+
 def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats.style.Styler:
     """A Styler for :func:`compare`'s output: the paper's decimals; the ``difference`` cells
     coloured green where measured is better than the paper, red where worse (by the metric's

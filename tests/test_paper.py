@@ -179,3 +179,12 @@ def test_convergence_shape_mismatch():
 
     with pytest.raises(ValueError, match="reference is"):
         paper.convergence(lambda p, s: torch.zeros(2, 3), torch.ones(2, 4), [1], [0])
+
+
+def test_headline_counts():
+    w = _wide(3, paper.IMAGENET)
+    same = paper.headline(paper.compare(w, table=3, benchmark="shapes-single"))
+    assert same.startswith("LIFT-CAM is the best method on 3 of 3 measured columns and in the top two on 3")
+    assert "paper's best on 3" in same and "+1.00" in same
+    flipped = paper.headline(paper.compare(-w, table=3, benchmark="shapes-single"))
+    assert "best method on 0 of 3" in flipped and "top two on 0" in flipped and "-1.00" in flipped
