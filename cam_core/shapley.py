@@ -167,12 +167,12 @@ class _FastGame:
         w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): channel-major flatten, map k owns p columns
         last = rest[-1] if rest else None
         if last is None:  # affine head: only the target row matters
-            self.terms = torch.einsum("nkp,nkp->nk", pooled, w[t])[..., None]  # (N, K, 1)
+            self.terms = torch.einsum("nkp,nkp->kn", pooled, w[t])[..., None]  # (K, N, 1)
             self.bias = lin.bias[t][:, None] if lin.bias is not None else torch.zeros(n, 1).to(a)  # (N, 1)
             self.rest, self.w_out, self.b_out = None, None, None
         else:
-            self.terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
-            self.bias = (lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a))[None]
+            self.terms = torch.einsum("nkp,okp->kno", pooled, w)  # (K, N, O)
+            self.bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)  # (O,)
             if type(last) is nn.Linear:  # keep only the target row of the last layer
                 self.rest = nn.Sequential(*rest[:-1])
                 self.w_out = last.weight[t]  # (N, O2)
@@ -182,12 +182,10 @@ class _FastGame:
         self.t = t
 
     def __call__(self, perm: Tensor, batch_size: int) -> Tensor:
-        n, k, o = self.terms.shape
+        k, n, o = self.terms.shape
         b = perm.shape[0]
-        run = self.terms[:, perm].cumsum(dim=2)[
-            :, :, : k - 1
-        ]  # (N, B, K-1, O) prefix sums along each ordering
-        h = (run + self.bias[:, None, None]).permute(1, 2, 0, 3).reshape(-1, n, o)  # (B*(K-1), N, O)
+        run = self.terms[perm[:, : k - 1]].cumsum(dim=1)  # (B, K-1, N, O) prefix sums along each ordering
+        h = run.add_(self.bias).view(-1, n, o)  # (B*(K-1), N, O), tile layout
         if self.rest is None:
             return h[..., 0].view(b, k - 1, n)
         per = max(1, batch_size // n)
