@@ -188,3 +188,19 @@ def test_headline_counts():
     assert "paper's best on 3" in same and "+1.00" in same
     flipped = paper.headline(paper.compare(-w, table=3, benchmark="shapes-single"))
     assert "best method on 0 of 3" in flipped and "top two on 0" in flipped and "-1.00" in flipped
+
+
+def test_plot_maps_layout_and_errors():
+    import torch
+
+    x = torch.rand(3, 3, 16, 16)
+    maps = {"A": torch.rand(3, 16, 16), "B": torch.rand(3, 16, 16)}
+    boxes = [torch.tensor([[1.0, 2.0, 8.0, 9.0]]), torch.zeros(0, 4),
+             torch.tensor([[0.0, 0, 16, 16], [2, 2, 4, 4]])]
+    fig = paper.plot_maps(x, maps, boxes=boxes, titles=["a", "b", "c"], mean=torch.zeros(3),
+                          std=torch.ones(3))
+    assert len(fig.axes) == 3 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "A", "B"]
+    assert len(fig.axes[-1].patches) == 2 and len(fig.axes[3].patches) == 0
+    with pytest.raises(ValueError, match="expected"):
+        paper.plot_maps(x, {"A": torch.rand(2, 16, 16)})
