@@ -151,6 +151,7 @@ def test_voc_multi_hot_labels_and_boxes(voc_dir):
     if i is not None:
         assert batch.boxes_for(i, 11).shape == (2, 4)
     assert torch.allclose(bench.mean, torch.tensor(CAFFE_MEAN))
+    assert "host.robots.ox.ac.uk" in bench.card() and "| images | 6 |" in bench.card()
 
 
 def test_voc_skip_difficult_and_root_variants(voc_dir):
@@ -291,7 +292,9 @@ def test_vgg16_imagenet_from_a_path(vgg_random, imagenet_dirs, ckpt_dir):
     x = next(bench.images(n=1, seed=0)).x[..., 80:144, 80:144]  # a 64 px patch keeps the forward cheap
     with torch.no_grad():
         assert torch.equal(bench.model(x), vgg_random(x))
-    assert str(ckpt_dir / "vgg16.pth") in bench.card() and "imagenet" in cc.benchmarks.available()
+    card = bench.card()
+    assert str(ckpt_dir / "vgg16.pth") in card and "71.59" in card and "image-net.org" in card
+    assert "imagenet" in cc.benchmarks.available()
 
 
 def test_torchray_vgg16_caffe_checkpoint(vgg_random, voc_dir, ckpt_dir):

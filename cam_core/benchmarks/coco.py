@@ -53,6 +53,7 @@ class COCO2014(FolderBenchmark):
     name = "coco2014"
     dataset = "coco"
     multilabel = True
+    get_data = _DOWNLOAD
     source = ("MS COCO 2014 validation set (Lin et al.), multi-label over the 80 object categories "
               "(contiguous ids in category-id order); every instance's box is kept.")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG16_Weights
+from torchvision.models import ResNet50_Weights, VGG16_Weights
 
 from cam_core.benchmarks.real import FolderBenchmark, data_root, require
 
@@ -82,6 +82,7 @@ class ImageNetVal(FolderBenchmark):
     name = "imagenet"
     dataset = "imagenet"
     multilabel = False
+    get_data = _DOWNLOAD
     source = ("ILSVRC2012 validation set (Russakovsky et al.): one label per image; the boxes of the "
               "localisation task (every box of the image's class).")
 
@@ -97,6 +98,9 @@ class ImageNetVal(FolderBenchmark):
         self._index = {w: i for i, w in enumerate(self.wnids)}
         self.class_names = list(VGG16_Weights.IMAGENET1K_V1.meta["categories"])
         self._setup(root, device, arch, weights, download, model, target_layer)
+        meta = (VGG16_Weights if arch == "vgg" else ResNet50_Weights).IMAGENET1K_V1.meta
+        acc = meta["_metrics"]["ImageNet-1K"]
+        self.reported = f" (top-1 {acc['acc@1']:.2f}% on ImageNet val as torchvision reports it)"
 
     # -- layout discovery (everything checked up front, with the path in the message) -----------
     def _find_images(self, root: Path) -> None:

@@ -8,6 +8,7 @@ Nothing is downloaded: see each factory's docstring for the layout and where to 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cam_core.benchmarks.base import Benchmark, Sample, register
+from cam_core.benchmarks.base import Batch, Benchmark, Sample, register
 from cam_core.benchmarks.weights import TARGET_LAYERS, build_model, checkpoint_path, preprocess_for
 from cam_core.layers import resolve_layer
 
@@ -56,7 +57,9 @@ class FolderBenchmark(Benchmark):
     """
 
     dataset: str = ""  # "imagenet" | "voc" | "coco": picks the checkpoint and preprocessing
-    source: str = ""  # markdown: where the data comes from (for card())
+    source: str = ""  # markdown: what the data is (for card())
+    get_data: str = ""  # where to download it
+    reported = ""  # the model's accuracy as its publisher reports it (not measured here)
 
     def _setup(self, root: Path, device: torch.device | str, arch: str, weights: Any, download: bool,
                model: nn.Module | None, target_layer: str | None,
@@ -92,25 +95,28 @@ class FolderBenchmark(Benchmark):
         boxes, keep = self.preprocess.geometry(img.height, img.width).boxes(boxes)  # (M', 4)
         return Sample(x=x, label=label, boxes=boxes, box_labels=box_labels[keep], extra={"path": str(path)})
 
-    def images(self, n: int | None = 1000, seed: int = 0, batch_size: int = 32, indices: Any = None):
+    def images(self, n: int | None = 1000, seed: int = 0, batch_size: int = 32,
+               indices: Any = None) -> Iterator[Batch]:
         if isinstance(getattr(self.preprocess, "size", None), int) and batch_size != 1:
             raise ValueError("with size=<int> (shorter side, aspect kept) images differ in size and "
                              "cannot be stacked: use batch_size=1, or size=(224, 224).")
         return super().images(n=n, seed=seed, batch_size=batch_size, indices=indices)
 
     def card(self) -> str:
-        model = f"`{self.weights_path}`" if self.weights_path is not None else "a model given by the caller"
-        pre = type(self.preprocess).__name__
+        if self.weights_path is not None:
+            net = "VGG16" if self.arch == "vgg" else "ResNet50"
+            model = f"{net}, checkpoint `{self.weights_path}`{self.reported}"
+        else:
+            model = f"`{type(self.model).__name__}` given by the caller"
         size = getattr(self.preprocess, "size", getattr(self.preprocess, "crop", ""))
         return (
             f"# {self.name}\n\n{self.source}\n\n"
             f"| | |\n|---|---|\n| data folder | `{self.root}` |\n| images | {len(self)} |\n"
             f"| classes | {self.num_classes} ({'multi-label' if self.multilabel else 'single-label'}) |\n"
-            f"| model | {'VGG16' if self.arch == 'vgg' else 'ResNet50'} from {model} |\n"
-            f"| explained layer | `{self.target_layer}` |\n| preprocessing | {pre} (size {size}) |\n"
+            f"| model | {model} |\n| explained layer | `{self.target_layer}` |\n"
+            f"| preprocessing | {type(self.preprocess).__name__} (size {size}) |\n"
             f"| input mean / std | {[round(v, 4) for v in self.mean.tolist()]} / "
             f"{[round(v, 4) for v in self.std.tolist()]} |\n\n"
-            "Boxes are given in pixels of the model input (after resize/crop, clipped; boxes cropped out "
-            "entirely are dropped).\n"
+            "Boxes are in pixels of the model input (after resize/crop, clipped; boxes cropped out "
+            f"entirely are dropped).\n\nData: {self.get_data}\n"
         )
-

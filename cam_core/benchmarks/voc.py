@@ -59,6 +59,7 @@ class VOC2007(FolderBenchmark):
     name = "voc2007"
     dataset = "voc"
     multilabel = True
+    get_data = _DOWNLOAD
     source = ("PASCAL VOC 2007 test set (Everingham et al.), multi-label: a label vector has a 1 for every "
               "class with an object in the image; every object's box is kept.")
 
