@@ -1,0 +1,94 @@
+"""Does the map of an answer point at the object the question is about? (energy game, Eq. 14)
+
+VQA v2 has no question-level boxes, so the paper could not measure this; the embedded
+benchmark records the referenced object(s) of every question. Here the energy-based pointing
+game is always measured against the referenced objects' boxes (``batch.boxes``), whatever the
+model answered: a wrong answer does not change which object the question is about.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+
+from cam_core.benchmarks.base import Benchmark
+from cam_core.methods.registry import get_method
+from cam_core.metrics.localization import batch_masks, energy_pointing_game, pointing_game
+
+
+def referenced_energy(
+    bench: Benchmark,
+    methods: Sequence[str],
+    n: int | None = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    method_kwargs: dict[str, dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """One row per (question, method): ``energy`` (share of the map in the referenced boxes, in
+    [0, 1]), ``hit`` (classic pointing game), ``box_share`` (the boxes' share of the image, what a
+    uniform map would score), the question type and whether the model's answer was right.
+
+    Each method explains the model's own (top-1) answer, with the question bound (tile layout).
+    """
+    rows = []
+    for batch in bench.images(n=n, seed=seed, batch_size=batch_size):
+        model = bench.model_for(batch)
+        size = tuple(batch.x.shape[-2:])
+        masks = batch_masks(batch.boxes, size)  # (B, H, W)
+        box_share = masks.flatten(1).float().mean(1)  # (B,)
+        for name in methods:
+            res = get_method(name, model, bench.target_layer, **(method_kwargs or {}).get(name, {}))(batch.x)
+            energy = energy_pointing_game(res.saliency, masks)  # (B,)
+            hit = pointing_game(res.saliency, batch.boxes)  # (B,)
+            correct = (res.target == batch.labels).cpu()
+            for i in range(len(batch)):
+                rows.append(
+                    {
+                        "index": int(batch.index[i]),
+                        "method": name,
+                        "question_type": batch.extra.get("question_type", [""] * len(batch))[i],
+                        "question": batch.extra.get("question_text", [""] * len(batch))[i],
+                        "answer": bench.class_names[int(batch.labels[i])],
+                        "predicted": bench.class_names[int(res.target[i])],
+                        "correct": bool(correct[i]),
+                        "energy": float(energy[i]),
+                        "hit": float(hit[i]),
+                        "box_share": float(box_share[i]),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Per method x question type: mean energy (%), the share of questions whose map has more than
+    ``threshold`` of its energy in the referenced boxes (%), the pointing-game hit rate (%), and
+    the boxes' mean share of the image (%, a uniform map's energy)."""
+    if df.empty:
+        raise ValueError("no localization rows to summarize")
+    g = df.assign(mostly_inside=(df["energy"] > threshold).astype(float))
+    out = g.groupby(["method", "question_type"], sort=False).agg(
+        energy=("energy", "mean"),
+        mostly_inside=("mostly_inside", "mean"),
+        hit=("hit", "mean"),
+        box_share=("box_share", "mean"),
+        questions=("energy", "size"),
+    )
+    pct = ["energy", "mostly_inside", "hit", "box_share"]
+    out[pct] = 100 * out[pct]
+    return out
+
+
+def share_mostly_inside(
+    df: pd.DataFrame,
+    method: str = "LIFT-CAM",
+    types: Sequence[str] = ("shape", "colour"),
+    threshold: float = 0.5,
+) -> float:
+    """Share (in [0, 1]) of ``types`` questions whose ``method`` map has > ``threshold`` energy in the box."""
+    sel = df[(df["method"] == method) & df["question_type"].isin(list(types))]
+    if sel.empty:
+        raise ValueError(f"no rows for method {method!r} and question types {list(types)}")
+    return float(torch.tensor((sel["energy"] > threshold).to_numpy(), dtype=torch.float32).mean())

@@ -1,0 +1,225 @@
+"""Training the embedded VQA model: ``python -m cam_core train-vqa [--seed 0] [--out data/vqa]``.
+
+Deterministic under a seed (same seed, same thread count, same torch -> the same weights):
+scenes and questions are generated from the seed, the initialisation and the batch order come
+from seeded generators. Each step encodes a batch of scenes once and answers all of their
+questions (one per type), which is what makes CPU training take minutes.
+
+Writes ``<out>/shapes_vqa.pt`` (config, state dict, vocabulary, answers) and
+``<out>/manifest.json`` (seed, sizes, held-out accuracy overall and per question type, the
+answer prior, the checkpoint's sha256, the time it took).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cam_core.vqa.dataset import encode_questions, render_split
+from cam_core.vqa.model import VQAConfig, VQAModel
+from cam_core.vqa.questions import ANSWERS, QUESTION_TYPES, WORDS, Tokenizer
+
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "data" / "vqa"
+CHECKPOINT = "shapes_vqa.pt"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    train_scenes: int = 12_000
+    test_scenes: int = 1_500
+    epochs: int = 8
+    batch_scenes: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+
+
+def _flatten(per_scene: list[list], tokenizer: Tokenizer) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """(Q,) scene id, (Q, T) tokens, (Q,) answers and (Q,) question types of every question."""
+    scene_ids = torch.tensor([s for s, qs in enumerate(per_scene) for _ in qs], dtype=torch.long)
+    flat = [q for qs in per_scene for q in qs]
+    tokens, answers = encode_questions(flat, tokenizer)
+    return scene_ids, tokens, answers, [q.qtype for q in flat]
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: VQAModel,
+    images: Tensor,
+    scene_ids: Tensor,
+    tokens: Tensor,
+    answers: Tensor,
+    qtypes: list[str],
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Held-out accuracy overall and per question type (in %)."""
+    was = model.training
+    model.eval()
+    try:
+        preds = []
+        for s in range(0, len(answers), batch_size):
+            sl = slice(s, s + batch_size)
+            x = images[scene_ids[sl]].float() / 255
+            preds.append(model(x, tokens[sl]).argmax(1))
+        correct = (torch.cat(preds) == answers).float()
+    finally:
+        model.train(was)
+    out = {"all": 100 * correct.mean().item()}
+    for t in QUESTION_TYPES:
+        m = torch.tensor([q == t for q in qtypes])
+        if m.any():
+            out[t] = 100 * correct[m].mean().item()
+    return out
+
+
+def answer_prior(train_answers: Tensor, answers: Tensor, qtypes: list[str], train_qtypes: list[str]) -> dict:
+    """Accuracy (%) of always answering the most frequent training answer: overall and per type."""
+
+    def best(ans: Tensor) -> int:
+        return int(torch.bincount(ans, minlength=len(ANSWERS)).argmax())
+
+    out = {"all": 100 * (answers == best(train_answers)).float().mean().item()}
+    for t in QUESTION_TYPES:
+        m = torch.tensor([q == t for q in qtypes])
+        tm = torch.tensor([q == t for q in train_qtypes])
+        if m.any():
+            out[t] = 100 * (answers[m] == best(train_answers[tm])).float().mean().item()
+    return out
+
+
+def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True) -> dict:
+    """Train the model, write the checkpoint and the manifest; return the manifest."""
+    t0 = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    tokenizer = Tokenizer()
+    tr_images, tr_q = render_split(cfg.seed, "train", cfg.train_scenes)  # (S, 3, 64, 64) uint8
+    te_images, te_q = render_split(cfg.seed, "test", cfg.test_scenes)
+    tr_scene, tr_tok, tr_ans, tr_types = _flatten(tr_q, tokenizer)
+    te_scene, te_tok, te_ans, te_types = _flatten(te_q, tokenizer)
+    # per training scene: the rows of its questions, padded with -1
+    per = max(len(q) for q in tr_q)
+    rows = torch.full((cfg.train_scenes, per), -1, dtype=torch.long)
+    starts = torch.cumsum(torch.tensor([0] + [len(q) for q in tr_q[:-1]]), 0)
+    for s, q in enumerate(tr_q):
+        rows[s, : len(q)] = starts[s] + torch.arange(len(q))
+
+    model = VQAModel(VQAConfig(num_words=len(WORDS), num_answers=len(ANSWERS)))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * ((cfg.train_scenes + cfg.batch_scenes - 1) // cfg.batch_scenes)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(cfg.train_scenes, generator=gen)
+        total, n = 0.0, 0
+        for s in range(0, cfg.train_scenes, cfg.batch_scenes):
+            scenes = order[s : s + cfg.batch_scenes]  # (b,)
+            img = model.image_encoder(tr_images[scenes].float() / 255)  # (b, D), once per scene
+            r = rows[scenes]  # (b, per)
+            valid = r >= 0
+            local = torch.arange(len(scenes))[:, None].expand_as(r)[valid]  # (Q,) scene of each question
+            qrows = r[valid]
+            q = model.question_encoder(tr_tok[qrows])  # (Q, D)
+            logits = model.classifier(img[local] * q)  # (Q, A)
+            loss = F.cross_entropy(logits, tr_ans[qrows])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(qrows)
+            n += len(qrows)
+        if log:
+            acc = evaluate_accuracy(model, te_images, te_scene, te_tok, te_ans, te_types)
+            print(
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {total / n:.3f}, "
+                f"held-out accuracy {acc['all']:.1f}% "
+                f"({time.time() - t0:.0f} s)",
+                flush=True,
+            )
+    model.eval()
+    acc = evaluate_accuracy(model, te_images, te_scene, te_tok, te_ans, te_types)
+    prior = answer_prior(tr_ans, te_ans, te_types, tr_types)
+    ckpt = out_dir / CHECKPOINT
+    torch.save(
+        {
+            "config": model.config_dict(),
+            "state_dict": model.state_dict(),
+            "words": list(WORDS),
+            "answers": list(ANSWERS),
+        },
+        ckpt,
+    )
+    manifest = {
+        "checkpoint": CHECKPOINT,
+        "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest(),
+        "train": asdict(cfg),
+        "train_questions": len(tr_ans),
+        "test_questions": len(te_ans),
+        "accuracy": acc,
+        "answer_prior": prior,
+        "seconds": round(time.time() - t0, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if log:
+        print(json.dumps({"accuracy": acc, "answer_prior": prior}, indent=2))
+    return manifest
+
+
+def load_checkpoint(path: Path | str | None = None, device: str | torch.device = "cpu") -> VQAModel:
+    """The trained embedded VQA model (eval mode) from ``path`` (default: the committed one)."""
+    path = Path(path) if path is not None else DEFAULT_DIR / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no VQA checkpoint at {path}; create it with `python -m cam_core train-vqa` "
+            f"(about {TrainConfig.epochs} epochs, a few minutes on a CPU)"
+        )
+    blob = torch.load(path, map_location=device, weights_only=True)
+    if list(blob["words"]) != list(WORDS) or list(blob["answers"]) != list(ANSWERS):
+        raise ValueError(
+            f"{path} was trained on another vocabulary or answer set; retrain with "
+            "`python -m cam_core train-vqa`"
+        )
+    model = VQAModel(VQAConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval()
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train-vqa", help="train the embedded VQA model (Antol et al.'s architecture)")
+    d = TrainConfig()
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--train-scenes", type=int, default=d.train_scenes)
+    p.add_argument("--test-scenes", type=int, default=d.test_scenes)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 by default: robust when the machine is shared); the weights are "
+        "reproducible bit-for-bit for the same seed, thread count and torch version",
+    )
+    p.add_argument("--out", default=str(DEFAULT_DIR), help="folder for the checkpoint and manifest")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = TrainConfig(
+        seed=args.seed, epochs=args.epochs, train_scenes=args.train_scenes, test_scenes=args.test_scenes
+    )
+    train(cfg, args.out)
+    return 0
