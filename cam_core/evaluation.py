@@ -422,7 +422,7 @@ def evaluate(
 
 
 def _progress(total: int, done: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain tqdm: tqdm.auto needs ipywidgets in notebooks
 
     return tqdm(total=total, initial=done, disable=not enabled, desc=f"evaluate {desc}", unit="batch")
 

@@ -23,12 +23,13 @@ class FakeBench(Benchmark):
     name = "fake"
     arch = "vgg"
 
-    def __init__(self, n: int = 12):
+    def __init__(self, n: int = 12, device: str = "cpu"):
         torch.manual_seed(0)
         self.model = nn.Sequential(
             nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 6 * 6, 3),
-        ).eval()
+        ).eval().to(device)
+        self.device = torch.device(device)
         self.target_layer = "3"
         self.class_names = ["a", "b", "c"]
         self.mean, self.std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.2, 0.25])
@@ -212,6 +213,19 @@ def test_cli_prints_the_summary(tmp_path, monkeypatch, capsys):
     assert "Grad-CAM" in printed and "energy" in printed
     assert len(pd.read_csv(out)) == 8 and (tmp_path / "x.summary.csv").is_file()
     assert cc.evaluate is evaluate
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_matches_cpu():
+    """Metrics and runner on CUDA: same table as on the CPU (to float tolerance), tensors stay on the GPU."""
+    run = {**RUN, "metrics": METRICS + ["cosine"], "reference": "Grad-CAM", "cache": None}
+    cpu = evaluate(FakeBench(), methods=[GradCAM], **run)
+    gpu = evaluate(FakeBench(device="cuda"), methods=[GradCAM], device="cuda", **run)
+    pd.testing.assert_frame_equal(gpu.drop(columns="value"), cpu.drop(columns="value"))
+    ok = ((gpu["value"] - cpu["value"]).abs() < 1e-4) | (gpu["value"].isna() & cpu["value"].isna())
+    ic = gpu["metric"] == "IC"  # an indicator may flip when O and Y tie to float precision
+    assert bool((ok | ic).all()) and ok[ic].mean() > 0.9
 
 
 def _make_fake(data_dir=None, device=None, **kw):

@@ -123,7 +123,8 @@ def tiled_target_softmax(model: nn.Module, build: Callable[[int, int], Tensor], 
 
     ``build(r0, r1)`` returns tiles ``r0 .. r1-1`` as one ``((r1 - r0) * N, C, H, W)`` batch in tile
     layout; each forward pass holds ``max(1, batch_size // N)`` whole tiles. The model runs in eval
-    mode (its flags restored) without gradients.
+    mode (its flags restored) without gradients. On the CPU the batch is fed channels-last (about
+    2x faster for conv nets with oneDNN; same values up to float rounding).
     """
     n = target.shape[0]
     per = max(1, int(batch_size) // n)
@@ -132,6 +133,8 @@ def tiled_target_softmax(model: nn.Module, build: Callable[[int, int], Tensor], 
         for r0 in range(0, n_tiles, per):
             r1 = min(n_tiles, r0 + per)
             xs = build(r0, r1)  # ((r1-r0)*N, C, H, W)
+            if xs.device.type == "cpu" and xs.dim() == 4:
+                xs = xs.contiguous(memory_format=torch.channels_last)
             probs = model(xs).float().softmax(dim=1)  # ((r1-r0)*N, num_classes)
             picked = probs.gather(1, target.repeat(r1 - r0)[:, None]).squeeze(1)
             out.append(picked.view(r1 - r0, n))
