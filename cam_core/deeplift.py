@@ -13,7 +13,8 @@ the pre-activation) and a forward hook that returns the same output through an
 The data of each call lives in that call's autograd node, so a module called several times
 (torchvision ResNet blocks reuse ``self.relu``) is handled correctly. Linear modules and
 functional linear operations (residual additions, ``torch.flatten``) pass multipliers by the
-chain rule. Hooks are removed in ``finally``; the caller's model is left unchanged.
+chain rule. Hooks are removed and the parameters' ``requires_grad`` and ``training`` flags restored in
+``finally``; the caller's model is left unchanged.
 
 Rules are plain functions ``rule(module, inputs, outputs, grad_input, grad_output, eps)``
 (Captum's signature) looked up by exact module type in :data:`RULES`; ``inputs`` and
@@ -239,7 +240,12 @@ def deeplift(
         return _RuleFunction.apply(z, output.detach(), module, table[type(module)], eps)
 
     handles = []
+    # parameters stop requiring grad for the call (restored in finally), so that "requires grad"
+    # means "depends on A" in the hooks
+    trainable = [p for p in head.parameters() if p.requires_grad]
     try:
+        for p in trainable:
+            p.requires_grad_(False)
         with eval_mode(head):
             for module in head.modules():
                 if _is_leaf(module):
@@ -259,6 +265,8 @@ def deeplift(
     finally:
         for handle in handles:
             handle.remove()
+        for p in trainable:
+            p.requires_grad_(True)
         slots.clear()
     contrib = (a - ref) * multipliers  # (N, K, h, w)
     if not return_delta:

@@ -156,11 +156,13 @@ class Conditioned(nn.Module):
     def __init__(self, context: torch.Tensor):
         super().__init__()
         self.context = context  # (N, K)
+        k = context.shape[1]
+        self.encoder = nn.Sequential(nn.Linear(k, k), nn.Softsign())  # no rule, but A does not reach it
         self.relu = nn.ReLU()
-        self.fc = nn.Linear(context.shape[1], 3)
+        self.fc = nn.Linear(k, 3)
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
-        ctx = self.context.repeat(a.shape[0] // self.context.shape[0], 1)  # (R*N, K)
+        ctx = self.encoder(self.context).repeat(a.shape[0] // self.context.shape[0], 1)  # (R*N, K)
         return self.fc(self.relu(a.mean(dim=(2, 3)) * ctx - 0.2))
 
 
@@ -172,18 +174,22 @@ def test_conditioned_head_uses_tile_layout() -> None:
     contrib, delta = deeplift(head, a, 1, return_delta=True)
     for i in range(3):
         one = Conditioned(context[i : i + 1]).double()
-        one.fc.load_state_dict(head.fc.state_dict())
+        one.load_state_dict(head.state_dict())
         assert torch.allclose(contrib[i : i + 1], deeplift(one, a[i : i + 1], 1), atol=1e-12)
     assert delta.abs().max() < 1e-12
+    assert all(p.requires_grad for p in head.parameters())
 
 
 def test_model_left_unchanged() -> None:
     head = resnet_style_head().train()  # training flags must come back as they were
     head[1].eval()
+    head[0].conv1.weight.requires_grad_(False)
+    grad_flags = [p.requires_grad for p in head.parameters()]
     before = copy.deepcopy(head.state_dict())
     flags = [m.training for m in head.modules()]
     deeplift(head, torch.rand(2, 8, 4, 4), 0)
     assert [m.training for m in head.modules()] == flags
+    assert [p.requires_grad for p in head.parameters()] == grad_flags
     assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
     for m in head.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
