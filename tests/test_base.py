@@ -224,3 +224,30 @@ def test_registry_names_and_lookup() -> None:
         assert cls.name == name
     assert isinstance(cc.get_method("gradcam++", resnet_like(), "3"), cc.GradCAMPlusPlus)
     assert cc.get_method("Ablation-CAM", resnet_like(), "3", batch_size=5).batch_size == 5
+
+
+class Opaque(nn.Module):
+    """Wraps a head so that it is not a Sequential: the methods must take their generic path."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.head(a)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_ablation_first_linear_shortcut_equals_evaluating_the_head(arch: str, images: torch.Tensor) -> None:
+    model, layer = (vgg_like(), "4") if arch == "vgg" else (resnet_like(), "3")
+    body, head = cc.split_model(model, layer)
+    fast = cc.AblationCAM(model, layer, batch_size=8)(images)
+    generic = cc.AblationCAM(model, layer, split=(body, Opaque(head)), batch_size=8)(images)
+    torch.testing.assert_close(fast.alpha, generic.alpha, rtol=1e-4, atol=1e-6)
+    # and against Eq. 9 written out for one map (the head in eval mode: no dropout)
+    head.eval()
+    a, k = fast.activations.clone(), 5
+    full = head(a).gather(1, fast.target[:, None])[:, 0]
+    a[:, k] = 0
+    dropped = head(a).gather(1, fast.target[:, None])[:, 0]
+    torch.testing.assert_close(fast.alpha[:, k], (full - dropped) / full, rtol=1e-4, atol=1e-6)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from cam_core.methods.base import BaseCAM, CAMContext, normalize_per_image, upsample
+from cam_core.shapley import _fast_split
 
 
 def _map_chunks(k: int, n: int, batch_size: int) -> Iterator[range]:
@@ -62,8 +63,11 @@ class AblationCAM(BaseCAM):
 
     ``alpha_k = (F^c(A) - F^c(A with A_k = 0)) / F^c(A)``: the relative drop of the target logit
     when map ``k`` is removed. Only the head ``F`` is evaluated (``ctx.head``), on ``batch_size``
-    ablated copies of ``A`` per forward; the body runs once. Where ``F^c(A) = 0`` the drop is left
-    unnormalised (``F^c(A) - F^c(A with A_k = 0)``) instead of dividing by zero.
+    ablated copies of ``A`` per forward; the body runs once. When the head starts with channel-wise
+    pools, a Flatten and a Linear layer (VGG, ResNet), removing map ``k`` only subtracts its term from
+    that layer's pre-activation, and only the layers after it run per ablation.
+    Where ``F^c(A) = 0`` the drop is left unnormalised (``F^c(A) - F^c(A with A_k = 0)``) instead of
+    dividing by zero.
 
     pytorch-grad-cam's ``AblationCAM`` uses the same formula when the layer's minimum activation is
     0 (post-ReLU layers); for layers with negative values it sets the map to ``min(A) - 1e7``
@@ -78,15 +82,43 @@ class AblationCAM(BaseCAM):
         a = ctx.activations  # (N, K, h, w)
         n, k = a.shape[:2]
         full = ctx.target_scores(ctx.logits)  # (N,) F^c(A)
-        ablated = torch.empty(n, k, device=a.device, dtype=full.dtype)
         with torch.no_grad():
-            for maps in _map_chunks(k, n, self.batch_size):
-                tiles = a.repeat(len(maps), 1, 1, 1)  # (R*N, K, h, w), row b is image b % N
-                rows = torch.arange(len(maps) * n, device=a.device)
-                chans = torch.tensor(list(maps), device=a.device).repeat_interleave(n)  # (R*N,)
-                tiles[rows, chans] = 0.0
-                scores = ctx.target_scores(head(tiles)).view(len(maps), n)  # (R, N)
-                ablated[:, maps.start : maps.stop] = scores.t()
-        drop = full[:, None] - ablated  # (N, K)
+            parts = _fast_split(head, k)
+            if parts is not None:
+                ablated = self._ablated_first_linear(ctx, *parts)
+            else:
+                ablated = torch.empty(n, k, device=a.device, dtype=full.dtype)
+                for maps in _map_chunks(k, n, self.batch_size):
+                    tiles = a.repeat(len(maps), 1, 1, 1)  # (R*N, K, h, w), row b is image b % N
+                    rows = torch.arange(len(maps) * n, device=a.device)
+                    chans = torch.tensor(list(maps), device=a.device).repeat_interleave(n)  # (R*N,)
+                    tiles[rows, chans] = 0.0
+                    scores = ctx.target_scores(head(tiles)).view(len(maps), n)  # (R, N)
+                    ablated[:, maps.start : maps.stop] = scores.t()
+        drop = full[:, None] - ablated.to(full.dtype)  # (N, K)
         denom = torch.where(full != 0, full, torch.ones_like(full))[:, None]
         return drop / denom  # (N, K)
+
+    def _ablated_first_linear(
+        self, ctx: CAMContext, stem: nn.Module, lin: nn.Linear, rest: list[nn.Module]
+    ) -> Tensor:
+        """``F^c(A with A_k = 0)`` for all k when ``F`` = channel-wise ops -> Flatten -> Linear -> rest
+        (torchvision VGG and ResNet heads): zeroing map k removes its block's term from the first
+        layer's pre-activation, ``z_k = z - W[:, block_k] P(A)_k``, so only ``rest`` runs per ablation."""
+        a, t = ctx.activations, ctx.target
+        n, k = a.shape[:2]
+        pooled = stem(a).flatten(2)  # (N, K, p)
+        w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): map k owns p columns
+        bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)
+        if not rest:  # affine head: only the target row matters
+            terms = torch.einsum("nkp,nkp->nk", pooled, w[t])  # (N, K)
+            return (terms.sum(1, keepdim=True) + bias[t][:, None]) - terms  # (N, K)
+        terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
+        pre = terms.sum(1, keepdim=True) + bias  # (N, 1, O) z of the full A
+        ablated = torch.empty(n, k, device=a.device, dtype=a.dtype)
+        tail = nn.Sequential(*rest)
+        for maps in _map_chunks(k, n, self.batch_size):
+            z = (pre - terms[:, maps.start : maps.stop]).transpose(0, 1).flatten(0, 1)  # (R*N, O), tiles
+            scores = ctx.target_scores(tail(z)).view(len(maps), n)  # (R, N)
+            ablated[:, maps.start : maps.stop] = scores.t()
+        return ablated  # (N, K)
