@@ -25,7 +25,9 @@ def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str,
             "submodules or its dotted name (see cam_core.layer_names(model))."
         )
     if not isinstance(target_layer, str):
-        raise ValueError(f"target_layer must be a dotted name (str) or an nn.Module, got {type(target_layer).__name__}")
+        raise ValueError(
+            f"target_layer must be a dotted name (str) or an nn.Module, got {type(target_layer).__name__}"
+        )
     modules = dict(model.named_modules())
     if target_layer in modules and target_layer != "":
         return target_layer, modules[target_layer]
@@ -34,5 +36,6 @@ def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str,
     listing = ", ".join(names) if len(names) <= 80 else ", ".join(names[:40]) + f", ... ({len(names)} in all)"
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ValueError(
-        f"target_layer {target_layer!r} is not a layer of {type(model).__name__}.{hint} Valid names: {listing}"
+        f"target_layer {target_layer!r} is not a layer of {type(model).__name__}.{hint} "
+        f"Valid names: {listing}"
     )

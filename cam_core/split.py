@@ -44,7 +44,8 @@ def _as_sequential(model: nn.Module) -> nn.Sequential | None:
             _Named([("classifier", model.classifier)]),
         )
     if isinstance(model, ResNet):
-        stem = [(n, getattr(model, n)) for n in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")]
+        names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
+        stem = [(n, getattr(model, n)) for n in names]
         return nn.Sequential(_Named(stem), nn.Flatten(1), _Named([("fc", model.fc)]))
     return None
 
@@ -64,7 +65,7 @@ def _split_sequential(seq: nn.Sequential, path: list[str]) -> tuple[list[nn.Modu
         return None
     names = list(seq._modules.keys())
     # _Named wrappers (our own, for VGG/ResNet) are transparent: look inside them.
-    for i, (name, child) in enumerate(seq._modules.items()):
+    for i, child in enumerate(seq._modules.values()):
         if isinstance(child, _Named) and path[0] in child._modules:
             inner = _split_sequential(child, path)
             if inner is None:
@@ -102,7 +103,8 @@ def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
     parts = _split_sequential(seq, name.split(".")) if seq is not None else None
     if parts is None or not parts[0] or not parts[1]:
         kind = type(model).__name__
-        where = "is the last layer, so there is no head left" if parts is not None else "is not reachable as a chain"
+        where = ("is the last layer, so there is no head left" if parts is not None
+                 else "is not reachable as a chain")
         raise ValueError(
             f"cannot split {kind} at {name!r}: that layer {where}. cam_core splits nn.Sequential models, "
             "torchvision VGG and ResNet at any stage or block, and models that define "

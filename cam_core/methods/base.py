@@ -68,8 +68,8 @@ class CAMContext:
     def require_head(self, method: str) -> nn.Module:
         if self.head is None:
             raise ValueError(
-                f"{method} evaluates the head F on changed activation maps, but this model could not be split "
-                "at the target layer; pass split=(body, head) to the method."
+                f"{method} evaluates the head F on changed activation maps, but this model could not be "
+                "split at the target layer; pass split=(body, head) to the method."
             )
         return self.head
 
@@ -164,8 +164,8 @@ class BaseCAM:
         if not isinstance(x, Tensor):
             raise ValueError(f"x must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
         if x.dim() != 4:
-            raise ValueError(f"x must be a batch of images of shape (N, C, H, W); got shape {tuple(x.shape)}. "
-                             "For one image use x[None].")
+            raise ValueError(f"x must be a batch of images of shape (N, C, H, W); got shape "
+                             f"{tuple(x.shape)}. For one image use x[None].")
         if x.shape[0] == 0:
             raise ValueError("x is an empty batch (N = 0)")
         return x
@@ -186,9 +186,11 @@ class BaseCAM:
         if t.dim() == 0:
             t = t.expand(n).clone()
         if t.shape != (n,):
-            raise ValueError(f"target must be None, an int or a tensor of shape ({n},); got shape {tuple(t.shape)}")
+            raise ValueError(f"target must be None, an int or a tensor of shape ({n},); "
+                             f"got shape {tuple(t.shape)}")
         if bool(((t < 0) | (t >= num_classes)).any()):
-            raise ValueError(f"target out of range: the model has {num_classes} classes (0 .. {num_classes - 1}), "
+            raise ValueError(f"target out of range: the model has {num_classes} classes "
+                             f"(0 .. {num_classes - 1}), "
                              f"got {t.tolist()}")
         return t
 
