@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -40,6 +41,40 @@ class VQABenchmark(Benchmark):
         if "question" not in batch.extra:
             raise ValueError("a VQA batch needs batch.extra['question'] (B, T) token ids")
         return self.model.bind(batch.extra["question"].to(self.device))
+
+    @torch.no_grad()
+    def accuracy(self, n: int | None = None, seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
+        """The model's top-1 accuracy (%) on ``n`` seeded questions, overall and per question type,
+        beside the majority-answer baseline on the same questions (always answering the most
+        frequent answer of that group: what a model that ignores the image can reach at best
+        without the question; per type, what a model that reads only the question's type can reach).
+        """
+        qtypes: list[str] = []
+        labels, preds = [], []
+        was = self.model.training
+        self.model.eval()
+        try:
+            for batch in self.images(n=n, seed=seed, batch_size=batch_size):
+                preds.append(self.model(batch.x, batch.extra["question"]).argmax(1).cpu())
+                labels.append(batch.labels.cpu())
+                qtypes += list(batch.extra.get("question_type", ["all"] * len(batch)))
+        finally:
+            self.model.train(was)
+        df = pd.DataFrame(
+            {"type": qtypes, "label": torch.cat(labels).numpy(), "pred": torch.cat(preds).numpy()}
+        )
+        df["correct"] = df["label"] == df["pred"]
+
+        def row(g: pd.DataFrame) -> dict[str, float]:
+            return {
+                "questions": len(g),
+                "accuracy": 100 * g["correct"].mean(),
+                "majority answer": self.class_names[int(g["label"].mode().iloc[0])],
+                "majority baseline": 100 * g["label"].value_counts(normalize=True).iloc[0],
+            }
+
+        rows = {"all": row(df)} | {t: row(g) for t, g in df.groupby("type", sort=False)}
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("question type")
 
 
 def _to_float_image(img: Any) -> Tensor:

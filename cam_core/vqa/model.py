@@ -7,7 +7,7 @@ with a non-linear head (conv blocks, max-pool, FC layers, tanh), an LSTM questio
 CAM methods explain an image -> logits model, so :meth:`VQAModel.bind` fixes the questions::
 
     bound = model.bind(questions)          # questions: (N, T) token ids
-    cc.LiftCAM(bound, "image_encoder.features.10")(images)   # images: (N, 3, H, W)
+    cc.LiftCAM(bound, "image_encoder.features.14")(images)   # images: (N, 3, H, W)
 
 The bound module shares the image CNN and the classifier (same dotted names), holds the N
 question embeddings fixed, and follows the tile layout of ``cam_core.methods.base``: a batch
@@ -85,10 +85,10 @@ class ImageEncoder(nn.Module):
 
 
 def small_image_encoder(embed_dim: int) -> ImageEncoder:
-    """VGG-style CNN for 64 px scenes: 4 conv blocks (last maps 8x8), max-pool, FC-ReLU-FC-tanh."""
+    """VGG-style CNN for 64 px scenes: 4 conv-BN-ReLU blocks (last maps 8x8), max-pool, FC-ReLU-FC-BN-tanh."""
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
     features = nn.Sequential(
         *block(3, 16),
@@ -97,11 +97,19 @@ def small_image_encoder(embed_dim: int) -> ImageEncoder:
         nn.MaxPool2d(2),  # 32 -> 16
         *block(32, 64),
         nn.MaxPool2d(2),  # 16 -> 8
-        *block(64, 64),  # features.10: the last conv layer's maps, (N, 64, 8, 8)
+        *block(64, 64),  # features.14: the last conv layer's maps (after BN, ReLU), (N, 64, 8, 8)
         nn.MaxPool2d(2),  # -> (N, 64, 4, 4)
     )
+    # BatchNorm1d before the tanh keeps the embedding from saturating into a constant early in
+    # training (without it the image path collapses and the model learns only the answer prior);
+    # in eval mode it is affine, so DeepLIFT passes through it by the chain rule.
     fc = nn.Sequential(
-        nn.Flatten(1), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, embed_dim), nn.Tanh()
+        nn.Flatten(1),
+        nn.Linear(64 * 4 * 4, 128),
+        nn.ReLU(),
+        nn.Linear(128, embed_dim),
+        nn.BatchNorm1d(embed_dim),
+        nn.Tanh(),
     )
     return ImageEncoder(features, nn.Identity(), fc)
 
@@ -147,7 +155,7 @@ class VQAModel(nn.Module):
         self.config = config
         if config.backbone == "small":
             self.image_encoder = small_image_encoder(config.embed_dim)
-            self.target_layer = "image_encoder.features.10"
+            self.target_layer = "image_encoder.features.14"
         elif config.backbone == "vgg16":
             self.image_encoder = vgg16_image_encoder(config.embed_dim)
             self.target_layer = "image_encoder.features.29"
