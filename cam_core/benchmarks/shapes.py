@@ -30,7 +30,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "cross", "ring",
     "crescent", "heart", "arrow", "diamond", "T", "L",
 )
-TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker", "noise")
+TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker")
 BACKGROUNDS: tuple[str, ...] = ("noise", "stripes", "blobs")
 
 
@@ -161,12 +161,11 @@ def contrasting_colour(reference: Tensor, generator: torch.Generator, candidates
 def _texture(kind: Tensor, u: Tensor, v: Tensor, generator: torch.Generator) -> Tensor:
     """(N, H, W) bool pattern in object coordinates: True = main colour, False = darker shade."""
     n = kind.shape[0]
-    freq = (2.5 + 2.5 * torch.rand(n, generator=generator)).to(u.device)[:, None, None]
+    freq = (1.5 + 1.5 * torch.rand(n, generator=generator)).to(u.device)[:, None, None]
     stripes = torch.sin(math.pi * freq * u) > 0
     checker = (torch.sin(math.pi * freq * u) * torch.sin(math.pi * freq * v)) > 0
-    noise = torch.rand(u.shape, generator=generator).to(u.device) > 0.35
     k = kind[:, None, None]
-    return torch.where(k == 1, stripes, torch.where(k == 2, checker, torch.where(k == 3, noise, True)))
+    return torch.where(k == 1, stripes, torch.where(k == 2, checker, True))
 
 
 def draw_shape(canvas: Tensor, cls: Tensor, centre: Tensor, size: Tensor, rotation: Tensor,
@@ -194,7 +193,7 @@ def draw_shape(canvas: Tensor, cls: Tensor, centre: Tensor, size: Tensor, rotati
     u, v = _local(centre.float(), size.float(), rotation.float(), h, w)
     pattern = _texture(texture, u, v, g)[:, None]  # (N, 1, H, W)
     fill = colour.to(canvas)[:, :, None, None]  # (N, 3, 1, 1)
-    pixels = torch.where(pattern, fill, 0.55 * fill)  # (N, 3, H, W)
+    pixels = torch.where(pattern, fill, 0.7 * fill)  # (N, 3, H, W)
     image = torch.where(mask[:, None], pixels, canvas)
     return image, mask, mask_box(mask)
 

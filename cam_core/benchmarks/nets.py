@@ -1,0 +1,121 @@
+"""The embedded benchmark's small CNNs: a VGG-style net (non-linear head) and a ResNet-style net
+(linear head), both ``nn.Sequential`` so that :func:`cam_core.split_model` splits them anywhere.
+
+- :class:`ShapesVGG` mirrors VGG16: conv blocks with max-pool, the explained layer is the last
+  conv block's ReLU (``features.17``, K = 64 maps of 8 x 8 at 64 px), then a last max-pool and
+  FC-ReLU-Dropout-FC-ReLU-FC. The head ``F`` (Eq. 1) is non-linear, as in the paper's VGG16.
+- :class:`ShapesResNet` mirrors ResNet: residual blocks (each with its own ReLU modules), the
+  explained layer is the last block's output (``layer3``, K = 64 maps of 8 x 8), then global
+  average pooling and ONE Linear layer: a linear head, where LIFT-CAM equals the exact SHAP
+  values of the maps (the paper's Section 3.3).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+ARCHS: tuple[str, ...] = ("vgg", "resnet")
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+
+
+class ShapesVGG(nn.Sequential):
+    """VGG-style classifier for 64 x 64 images: ``features`` -> ``flatten`` -> ``classifier``.
+
+    Conv-BN-ReLU blocks (as torchvision's ``vgg16_bn``), each followed by a 2x max-pool; the
+    last block's ReLU is the explained layer, then a last max-pool and the non-linear head.
+    """
+
+    TARGET_LAYER = "features.17"  # ReLU after the last conv: (N, 64, 8, 8) at 64 px
+
+    def __init__(self, num_classes: int, image_size: int = 64, hidden: int = 128, dropout: float = 0.3):
+        if image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16 (four 2x max-pools), got {image_size}")
+        features = nn.Sequential(
+            *_conv_bn(3, 16), nn.ReLU(), nn.MaxPool2d(2),  # (N, 16, S/2, S/2)
+            *_conv_bn(16, 32), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, S/4, S/4)
+            *_conv_bn(32, 64), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, S/8, S/8)
+            *_conv_bn(64, 64), nn.ReLU(),
+            *_conv_bn(64, 64), nn.ReLU(),  # features.17: the explained maps A, (N, 64, S/8, S/8)
+            nn.MaxPool2d(image_size // 8),  # the last max-pool, global: (N, 64, 1, 1)
+        )
+        flat = 64
+        classifier = nn.Sequential(
+            nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+        super().__init__(OrderedDict(features=features, flatten=nn.Flatten(1), classifier=classifier))
+
+
+class ResidualBlock(nn.Module):
+    """``relu(bn(conv(relu(bn(conv(x))))) + shortcut(x))``; the two ReLUs are separate modules."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        return self.relu2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ShapesResNet(nn.Sequential):
+    """ResNet-style classifier: ``stem`` -> ``layer1..3`` -> ``pool`` -> ``flatten`` -> ``fc``."""
+
+    TARGET_LAYER = "layer3"  # last residual block: (N, 64, 8, 8) at 64 px
+
+    def __init__(self, num_classes: int, image_size: int = 64):
+        if image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (three stride-2 blocks), got {image_size}")
+        super().__init__(OrderedDict(
+            # (N, 16, S/2, S/2)
+            stem=nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                               nn.ReLU()),
+            layer1=ResidualBlock(16, 32, stride=2),  # (N, 32, S/4, S/4)
+            layer2=ResidualBlock(32, 64, stride=2),  # (N, 64, S/8, S/8)
+            layer3=ResidualBlock(64, 64),  # (N, 64, S/8, S/8): the explained maps A
+            pool=nn.AdaptiveAvgPool2d(1),  # (N, 64, 1, 1)
+            flatten=nn.Flatten(1),  # (N, 64)
+            fc=nn.Linear(64, num_classes),  # the linear head
+        ))
+
+
+def build(arch: str, num_classes: int, image_size: int = 64) -> nn.Module:
+    """A freshly initialised network of architecture ``arch`` ("vgg" or "resnet")."""
+    if arch == "vgg":
+        return ShapesVGG(num_classes, image_size)
+    if arch == "resnet":
+        return ShapesResNet(num_classes, image_size)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def target_layer(arch: str) -> str:
+    """Dotted name of the explained layer of ``arch``."""
+    return {"vgg": ShapesVGG.TARGET_LAYER, "resnet": ShapesResNet.TARGET_LAYER}[arch]
+
+
+def state_dict_sha256(model: nn.Module | dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and raw bytes, in key order (independent of
+    how the file was pickled): two models hash equal iff their parameters are bit-for-bit equal."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    h = hashlib.sha256()
+    for name, t in state.items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,155 @@
+"""Figures: images with their boxes, saliency overlays, and grids of methods (numpy only here).
+
+The book's chapters and the ``demo`` command use these::
+
+    fig = show_explanations(batch.x, {"Grad-CAM": s1, "LIFT-CAM": s2}, boxes=batch.boxes,
+                            titles=[...])                        # rows: images, columns: methods
+    save_figure(fig, "results/demo.png")
+
+Tensors are accepted on any device and moved to the CPU as numpy arrays for matplotlib; images
+are (N, 3, H, W) in [0, 1] (pass ``mean``/``std`` to undo a normalisation first).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def _mpl() -> Any:
+    import matplotlib.pyplot as plt  # without a display, matplotlib falls back to Agg by itself
+
+    return plt
+
+
+def to_image(x: Tensor, mean: Tensor | Sequence[float] | None = None,
+             std: Tensor | Sequence[float] | None = None) -> np.ndarray:
+    """(3, H, W) or (1, H, W) tensor -> (H, W, 3) float numpy in [0, 1], undoing ``(x - mean) / std``."""
+    x = x.detach().float().cpu()
+    if mean is not None and std is not None:
+        x = (x * torch.as_tensor(std, dtype=x.dtype).view(-1, 1, 1)
+             + torch.as_tensor(mean, dtype=x.dtype).view(-1, 1, 1))
+    if x.shape[0] == 1:
+        x = x.expand(3, *x.shape[1:])
+    return x.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def draw_boxes(ax: Any, boxes: Tensor | None, labels: Tensor | Sequence[int] | None = None,
+               class_names: Sequence[str] | None = None, color: str = "white", highlight: int | None = None,
+               highlight_color: str = "lime", linewidth: float = 1.2) -> None:
+    """Draw ``boxes`` (M, 4) ``x0, y0, x1, y1`` (pixels, exclusive ends) on ``ax``; boxes whose label is
+    ``highlight`` get ``highlight_color``; labels are written when ``class_names`` is given."""
+    if boxes is None or len(boxes) == 0:
+        return
+    from matplotlib.patches import Rectangle
+
+    b = boxes.detach().float().cpu().numpy() if isinstance(boxes, Tensor) else np.asarray(boxes, dtype=float)
+    lab = None if labels is None else [int(v) for v in labels]
+    for j, (x0, y0, x1, y1) in enumerate(b):
+        c = highlight_color if (lab is not None and highlight is not None and lab[j] == highlight) else color
+        ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=c,
+                               linewidth=linewidth))
+        if lab is not None and class_names is not None:
+            ax.text(x0 - 0.5, y0 - 1, class_names[lab[j]], color=c, fontsize=6, va="bottom")
+
+
+def show_images(images: Tensor, boxes: Sequence[Tensor] | None = None,
+                box_labels: Sequence[Tensor] | None = None, class_names: Sequence[str] | None = None,
+                titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.6,
+                mean: Any = None, std: Any = None) -> Any:
+    """A grid of images (N, 3, H, W) with their boxes; returns the matplotlib Figure."""
+    plt = _mpl()
+    n = images.shape[0]
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.2), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(to_image(images[i], mean, std), interpolation="nearest")
+        draw_boxes(ax, None if boxes is None else boxes[i], None if box_labels is None else box_labels[i],
+                   class_names)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def show_explanations(images: Tensor, saliencies_by_method: Mapping[str, Tensor],
+                      boxes: Sequence[Tensor] | None = None, titles: Sequence[str] | None = None,
+                      box_labels: Sequence[Tensor] | None = None,
+                      targets: Tensor | Sequence[int] | None = None,
+                      class_names: Sequence[str] | None = None, alpha: float = 0.5, cmap: str = "jet",
+                      size: float = 1.7, mean: Any = None, std: Any = None) -> Any:
+    """Rows: images; columns: the image, then each method's saliency (N, H, W) in [0, 1] overlaid.
+
+    ``boxes[i]`` (M_i, 4) are drawn on every panel of row ``i``; with ``box_labels`` and ``targets``,
+    the boxes of the explained class are highlighted. ``titles[i]`` labels row ``i``. Returns the Figure.
+    """
+    plt = _mpl()
+    n = images.shape[0]
+    names = list(saliencies_by_method)
+    for name, sal in saliencies_by_method.items():
+        if sal.shape[0] != n or sal.dim() != 3:
+            raise ValueError(f"saliency of {name!r} must be (N, H, W) with N = {n}, got {tuple(sal.shape)}")
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(size * (1 + len(names)), size * n + 0.3),
+                             squeeze=False)
+    tgt = None if targets is None else [int(t) for t in targets]
+    for i in range(n):
+        img = to_image(images[i], mean, std)
+        panels = [("image", None)] + [(m, saliencies_by_method[m][i]) for m in names]
+        for j, (name, sal) in enumerate(panels):
+            ax = axes[i, j]
+            ax.axis("off")
+            ax.imshow(img, interpolation="nearest")
+            if sal is not None:
+                ax.imshow(sal.detach().float().cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+                          interpolation="bilinear")
+            draw_boxes(ax, None if boxes is None else boxes[i], None if box_labels is None else box_labels[i],
+                       highlight=None if tgt is None else tgt[i])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+        if titles is not None:
+            axes[i, 0].text(-0.08, 0.5, titles[i], transform=axes[i, 0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Save ``fig`` (creating the folder), close it, and return the path."""
+    plt = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def dataset_examples(data_dir: str | os.PathLike[str] | None = None,
+                     out: str | os.PathLike[str] | None = None, n: int = 8, seed: int = 0) -> Any:
+    """The dataset card's figure: ``n`` test images of each embedded variant with their labelled boxes."""
+    from cam_core.benchmarks import synthetic
+
+    plt = _mpl()
+    variants = list(synthetic.VARIANTS)
+    fig, axes = plt.subplots(len(variants), n, figsize=(1.6 * n, 1.75 * len(variants)), squeeze=False)
+    for r, v in enumerate(variants):
+        data = synthetic.dataset(v, "test", seed=seed, n=n, data_dir=data_dir, cache=False)
+        for i in range(n):
+            s = data.sample(i)
+            ax = axes[r, i]
+            ax.axis("off")
+            ax.imshow(to_image(s.x), interpolation="nearest")
+            draw_boxes(ax, s.boxes, s.box_labels, synthetic.CLASS_NAMES)
+        axes[r, 0].set_title(v, fontsize=8, loc="left")
+    fig.tight_layout()
+    if out is not None:
+        save_figure(fig, out)
+    return fig
