@@ -33,7 +33,7 @@ PAPER_COLUMN: dict[str, str] = {
     "imagenet": IMAGENET,
     "voc2007": VOC,
     "coco2014": COCO,
-    "vqa-shapes": VQA,
+    "shapes-vqa": VQA,
     "vqa2": VQA,
 }
 
@@ -414,44 +414,14 @@ def plot_maps(x: torch.Tensor, maps: Mapping[str, torch.Tensor], boxes: Sequence
               std: torch.Tensor | None = None, alpha: float = 0.5, cmap: str = "jet") -> Any:
     """The paper's Figure 3 layout: one row per image, the image then each method's map over it.
 
+    A thin alias of :func:`cam_core.plotting.show_explanations` (the one implementation).
+
     Args:
-        x: (N, C, H, W) images in the model's input space (un-normalised with ``mean``/``std``
-            when given, then clipped to [0, 1] for display).
+        x: (N, C, H, W) images in the model's input space (un-normalised with ``mean``/``std``).
         maps: method name -> (N, H, W) saliency in [0, 1].
         boxes: N tensors (M_i, 4) of ``x0, y0, x1, y1`` pixel boxes, drawn on every panel.
         titles: N row labels (e.g. the explained class).
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
+    from cam_core.plotting import show_explanations
 
-    img = x.detach().float().cpu()
-    if std is not None:
-        img = img * std.detach().cpu().view(1, -1, 1, 1)
-    if mean is not None:
-        img = img + mean.detach().cpu().view(1, -1, 1, 1)
-    img = img.clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-    n, names = img.shape[0], list(maps)
-    for name, m in maps.items():
-        if m.shape[0] != n or m.shape[-2:] != x.shape[-2:]:
-            raise ValueError(f"map of {name!r} has shape {tuple(m.shape)}; "
-                             f"expected ({n}, {x.shape[-2]}, {x.shape[-1]})")
-    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.6 * (1 + len(names)), 1.6 * n), squeeze=False)
-    for i in range(n):
-        panels = [("image", None)] + [(name, maps[name][i].detach().float().cpu().numpy()) for name in names]
-        for j, (name, sal) in enumerate(panels):
-            ax = axes[i, j]
-            rgb = img.shape[-1] == 3
-            ax.imshow(img[i] if rgb else img[i, ..., 0], cmap=None if rgb else "gray")
-            if sal is not None:
-                ax.imshow(sal, cmap=cmap, alpha=alpha, vmin=0, vmax=1)
-            for b in (boxes[i].tolist() if boxes is not None else []):
-                ax.add_patch(Rectangle((b[0] - 0.5, b[1] - 0.5), b[2] - b[0], b[3] - b[1], fill=False,
-                                       edgecolor="white", lw=1.2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=8)
-            if j == 0 and titles is not None:
-                ax.set_ylabel(str(titles[i]), fontsize=8)
-    fig.tight_layout()
-    return fig
+    return show_explanations(x, maps, boxes=boxes, titles=titles, alpha=alpha, cmap=cmap, mean=mean, std=std)

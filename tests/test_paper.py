@@ -202,5 +202,5 @@ def test_plot_maps_layout_and_errors():
     assert len(fig.axes) == 3 * 3
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "A", "B"]
     assert len(fig.axes[-1].patches) == 2 and len(fig.axes[3].patches) == 0
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match="must be"):
         paper.plot_maps(x, {"A": torch.rand(2, 16, 16)})
