@@ -259,7 +259,10 @@ def load_model(variant: str, arch: str, data_dir: Path, device: torch.device,
 
         log.warning("no checkpoint at %s: training %s/%s now (a few minutes on a CPU)", path, variant, arch)
         train_and_save(variant, arch, data_dir=data_dir)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):  # the record holds torch.__version__
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = nets.build(arch, len(CLASS_NAMES), IMAGE_SIZE)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device)
@@ -273,7 +276,7 @@ def preprocess(image: Any) -> Tensor:
     if not isinstance(image, Tensor):
         import numpy as np
 
-        image = torch.from_numpy(np.asarray(image.convert("RGB"))).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
     x = image.float() / 255 if image.dtype == torch.uint8 else image.float()
     if x.ndim != 3 or x.shape[0] != 3:
         raise ValueError(f"expected an RGB image (3, H, W), got shape {tuple(x.shape)}")

@@ -159,7 +159,7 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
     record: dict[str, Any] = {
         "variant": variant, "arch": arch, "seed": seed, "data_seed": 0, "train_images": n, "steps": total,
         "config": asdict(config), "device": str(device), "threads": threads,
-        "torch": torch.__version__, "cpu": platform.machine(), "processor": platform.processor() or "",
+        "torch": str(torch.__version__), "cpu": platform.machine(), "processor": platform.processor() or "",
         "train_seconds": round(train_seconds, 1),
         "params": sum(p.numel() for p in model.parameters()),
         "sha256": nets.state_dict_sha256(model),
@@ -180,8 +180,9 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save(model: nn.Module, record: dict[str, Any], data_dir: Path) -> Path:
-    """Write the checkpoint, update ``manifest.json`` and regenerate ``CARD.md``."""
+def save(model: nn.Module, record: dict[str, Any], data_dir: Path, figure: bool = True) -> Path:
+    """Write the checkpoint, update ``manifest.json`` and regenerate ``CARD.md`` (with its example
+    figure, drawn when missing, if ``figure``)."""
     folder = data_dir / "models"
     folder.mkdir(parents=True, exist_ok=True)
     path = synthetic.checkpoint_path(data_dir, record["variant"], record["arch"])
@@ -191,7 +192,7 @@ def save(model: nn.Module, record: dict[str, Any], data_dir: Path) -> Path:
     manifest = synthetic.read_manifest(data_dir)
     manifest.setdefault("models", {})[f"{record['variant']}-{record['arch']}"] = record
     _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    write_card(data_dir)
+    write_card(data_dir, figure=figure)
     return path
 
 

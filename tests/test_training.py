@@ -1,0 +1,152 @@
+"""Training the embedded benchmark's CNNs: mAP, determinism, the committed checkpoints, the demo."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import cam_core as cc
+from cam_core.benchmarks import nets, synthetic, training
+
+DATA = Path(synthetic.__file__).resolve().parents[2] / "data"
+MANIFEST = DATA / "models" / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """A data folder shared by this module's tiny trainings (its generated chunk is made once)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def _manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {"models": {}}
+
+
+# ---- average precision -----------------------------------------------------------------------------
+def test_average_precision_hand_worked():
+    scores = torch.tensor([[0.9], [0.8], [0.7], [0.6]])
+    targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    # positives ranked 1st and 3rd: AP = (1/1 + 2/3) / 2
+    assert training.average_precision(scores, targets).item() == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_average_precision_perfect_and_no_positive():
+    scores = torch.tensor([[3.0, 0.1], [2.0, 0.2], [1.0, 0.3]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    ap = training.average_precision(scores, targets)
+    assert ap[0].item() == 1.0 and torch.isnan(ap[1])
+    assert training.mean_average_precision(scores, targets) == 1.0
+
+
+def test_average_precision_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    scores = torch.rand(200, 5, generator=g)
+    targets = (torch.rand(200, 5, generator=g) < 0.3).float()
+    ours = training.average_precision(scores, targets)
+    for c in range(5):
+        ref = metrics.average_precision_score(targets[:, c].numpy(), scores[:, c].numpy())
+        assert ours[c].item() == pytest.approx(ref, abs=1e-6)
+
+
+# ---- the networks -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", nets.ARCHS)
+def test_nets_split_at_their_target_layer(arch):
+    model = nets.build(arch, 12).eval()
+    body, head = cc.split_model(model, nets.target_layer(arch))
+    x = torch.rand(2, 3, 64, 64)
+    a = body(x)
+    assert a.shape == (2, 64, 8, 8)  # K = 64 maps of 8 x 8 (>= 7 x 7)
+    assert torch.allclose(head(a), model(x), atol=1e-6)
+
+
+def test_resnet_head_is_linear_and_vgg_head_is_not():
+    torch.manual_seed(0)
+    for arch, linear in (("resnet", True), ("vgg", False)):
+        model = nets.build(arch, 12).eval()
+        _, head = cc.split_model(model, nets.target_layer(arch))
+        a, b = torch.rand(1, 64, 8, 8), torch.rand(1, 64, 8, 8)
+        with torch.no_grad():
+            gap = (head(a + b) - head(a) - head(b) + head(torch.zeros_like(a))).abs().max().item()
+        assert (gap < 1e-5) == linear
+
+
+def test_state_hash_sees_every_bit():
+    model = nets.build("resnet", 12)
+    h = nets.state_dict_sha256(model)
+    with torch.no_grad():
+        p = next(model.parameters())
+        p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1.0))
+    assert nets.state_dict_sha256(model) != h
+
+
+# ---- deterministic training ----------------------------------------------------------------------------
+def test_training_is_deterministic_and_leaves_no_global_state(scratch):
+    """Two runs with one seed give bit-identical weights (VGG: dropout and max-pool included), another
+    seed other weights; the caller's RNG, thread count and determinism flag are left as they were."""
+    untrained = nets.state_dict_sha256(nets.build("vgg", 12))
+    kw = dict(device="cpu", threads=1, data_dir=scratch, n_train=64, max_steps=2, progress=False,
+              evaluate=False, config=training.TrainConfig(epochs=1, batch_size=16))
+    rng, threads = torch.get_rng_state(), torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    _, a = training.train("shapes-single", "vgg", seed=0, **kw)
+    _, b = training.train("shapes-single", "vgg", seed=0, **kw)
+    _, c = training.train("shapes-single", "vgg", seed=1, **kw)
+    assert a["sha256"] == b["sha256"] != c["sha256"]
+    assert a["sha256"] != untrained
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
+
+
+def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
+    model, rec = training.train("shapes-single", "resnet", data_dir=scratch, n_train=64, max_steps=1,
+                                progress=False, evaluate=False)
+    rec["score"] = 0.5
+    training.save(model, rec, tmp_path, figure=False)
+    manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
+    assert manifest["models"]["shapes-single-resnet"]["sha256"] == rec["sha256"]
+    card = (tmp_path / "models" / "CARD.md").read_text()
+    assert "shapes-single-resnet" in card and "crescent" in card
+    loaded = synthetic.load_model("shapes-single", "resnet", tmp_path, torch.device("cpu"),
+                                  train_if_missing=False)
+    assert nets.state_dict_sha256(loaded) == rec["sha256"]
+
+
+def test_cli_parses_train_and_demo():
+    from cam_core.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--benchmark", "shapes-single", "--arch", "vgg", "--check"])
+    assert args.check and args.arch == "vgg"
+    args = build_parser().parse_args(["demo", "--out", "x.png", "--n", "2"])
+    assert args.n == 2
+
+
+# ---- the committed checkpoints ---------------------------------------------------------------------------
+COMMITTED = sorted(_manifest()["models"].items())
+
+
+@pytest.mark.parametrize(("key", "rec"), COMMITTED, ids=[k for k, _ in COMMITTED])
+def test_committed_checkpoint_matches_its_record(key, rec):
+    """The checkpoint's state hash is the manifest's, and on the first 256 held-out images it scores
+    close to the recorded full-test score (the bar: top-1 >= 0.9 or mAP >= 0.9)."""
+    model = synthetic.load_model(rec["variant"], rec["arch"], DATA, torch.device("cpu"),
+                                 train_if_missing=False)
+    assert nets.state_dict_sha256(model) == rec["sha256"]
+    assert not model.training
+    test = synthetic.dataset(rec["variant"], "test", seed=0, data_dir=DATA)
+    head = synthetic.ShapesData(*(t[:256] for t in (test.x, test.labels, test.boxes, test.box_labels)))
+    score = training.score_model(model, head, synthetic.VARIANTS[rec["variant"]].multilabel)
+    assert score >= rec["score"] - 0.06
+    assert rec["score"] >= 0.9, f"{key} held-out {rec['metric']} {rec['score']} is under the 0.9 bar"
+
+
+def test_demo_writes_a_figure(tmp_path):
+    if "shapes-single-vgg" not in _manifest()["models"]:
+        pytest.skip("no committed shapes-single-vgg checkpoint")
+    from cam_core.demo import run_demo
+
+    methods = [m for m in ("Grad-CAM", "LIFT-CAM") if m in cc.METHODS]
+    out = run_demo(tmp_path / "demo.png", n=2, device="cpu", methods=methods)
+    assert out.exists() and out.stat().st_size > 1000
