@@ -124,6 +124,53 @@ def test_crash_then_resume_gives_the_uninterrupted_table(tmp_path):
     pd.testing.assert_frame_equal(again, full)
 
 
+_CHILD = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_evaluation import FakeBench, RUN, counting_cam
+from cam_core.evaluation import evaluate
+cam, _ = counting_cam()
+class Slow(cam):
+    def coefficients(self, ctx):
+        time.sleep(1.5)
+        return super().coefficients(ctx)
+evaluate(FakeBench(), methods=[Slow], cache={cache!r}, **RUN)
+"""
+
+
+def test_killed_process_resumes_to_the_same_table(tmp_path):
+    """SIGKILL a real run after two batches are on disk; the resumed table equals an uninterrupted one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    cache = tmp_path / "cache"
+    code = _CHILD.format(tests=str(Path(__file__).parent), cache=str(cache))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while len(list(cache.glob("*/batch_*.json"))) < 2:
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "the child run wrote no batches in time"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    done = len(list(cache.glob("*/batch_*.json")))
+    assert 2 <= done < 4
+    cam, calls = counting_cam()
+    resumed = evaluate(FakeBench(), methods=[cam], cache=cache, **RUN)
+    assert calls["n"] == 4 - done
+    cam, _ = counting_cam()
+    pd.testing.assert_frame_equal(resumed, evaluate(FakeBench(), methods=[cam], cache=None, **RUN))
+
+
 def test_stray_temp_and_broken_files_are_never_read_as_complete(tmp_path):
     cam, calls = counting_cam()
     full = evaluate(FakeBench(), methods=[cam], cache=tmp_path, **RUN)
