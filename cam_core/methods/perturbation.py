@@ -84,8 +84,8 @@ class AblationCAM(BaseCAM):
         full = ctx.target_scores(ctx.logits)  # (N,) F^c(A)
         with torch.no_grad():
             parts = _fast_split(head, k)
-            if parts is not None:
-                ablated = self._ablated_first_linear(ctx, *parts)
+            if parts is not None:  # full recomputed the same way, so that rounding cancels in the drop
+                full, ablated = self._ablated_first_linear(ctx, *parts)
             else:
                 ablated = torch.empty(n, k, device=a.device, dtype=full.dtype)
                 for maps in _map_chunks(k, n, self.batch_size):
@@ -101,10 +101,11 @@ class AblationCAM(BaseCAM):
 
     def _ablated_first_linear(
         self, ctx: CAMContext, stem: nn.Module, lin: nn.Linear, rest: list[nn.Module]
-    ) -> Tensor:
-        """``F^c(A with A_k = 0)`` for all k when ``F`` = channel-wise ops -> Flatten -> Linear -> rest
-        (torchvision VGG and ResNet heads): zeroing map k removes its block's term from the first
-        layer's pre-activation, ``z_k = z - W[:, block_k] P(A)_k``, so only ``rest`` runs per ablation."""
+    ) -> tuple[Tensor, Tensor]:
+        """``F^c(A)`` (N,) and ``F^c(A with A_k = 0)`` (N, K) for all k, when ``F`` is channel-wise ops ->
+        Flatten -> Linear -> rest (torchvision VGG and ResNet heads): zeroing map k removes its block's
+        term from the first layer's pre-activation, ``z_k = z - W[:, block_k] P(A)_k``, so only ``rest``
+        runs per ablation."""
         a, t = ctx.activations, ctx.target
         n, k = a.shape[:2]
         pooled = stem(a).flatten(2)  # (N, K, p)
@@ -112,7 +113,8 @@ class AblationCAM(BaseCAM):
         bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)
         if not rest:  # affine head: only the target row matters
             terms = torch.einsum("nkp,nkp->nk", pooled, w[t])  # (N, K)
-            return (terms.sum(1, keepdim=True) + bias[t][:, None]) - terms  # (N, K)
+            full = terms.sum(1) + bias[t]  # (N,)
+            return full, full[:, None] - terms
         terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
         pre = terms.sum(1, keepdim=True) + bias  # (N, 1, O) z of the full A
         ablated = torch.empty(n, k, device=a.device, dtype=a.dtype)
@@ -121,4 +123,4 @@ class AblationCAM(BaseCAM):
             z = (pre - terms[:, maps.start : maps.stop]).transpose(0, 1).flatten(0, 1)  # (R*N, O), tiles
             scores = ctx.target_scores(tail(z)).view(len(maps), n)  # (R, N)
             ablated[:, maps.start : maps.stop] = scores.t()
-        return ablated  # (N, K)
+        return ctx.target_scores(tail(pre[:, 0])), ablated  # (N,), (N, K)
