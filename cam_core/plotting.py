@@ -151,5 +151,5 @@ def dataset_examples(data_dir: str | os.PathLike[str] | None = None,
         axes[r, 0].set_title(v, fontsize=8, loc="left")
     fig.tight_layout()
     if out is not None:
-        save_figure(fig, out)
+        save_figure(fig, out, dpi=80)
     return fig

@@ -263,6 +263,11 @@ def load_model(variant: str, arch: str, data_dir: Path, device: torch.device,
 
     with torch.serialization.safe_globals([TorchVersion]):  # the record holds torch.__version__
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    made_for = ckpt.get("record", {}).get("generator_version")
+    if made_for != GENERATOR_VERSION:
+        log.warning("%s was trained on generator version %s, this is version %s: retrain it with "
+                    "`python -m cam_core train --benchmark %s --arch %s`", path, made_for, GENERATOR_VERSION,
+                    variant, arch)
     model = nets.build(arch, len(CLASS_NAMES), IMAGE_SIZE)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval().to(device)
