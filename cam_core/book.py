@@ -21,6 +21,7 @@ declares it; ``-p 04:NAME VALUE`` in chapter 04 only. Values follow papermill's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import os
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,32 @@ def chapter_parameters(chapter: Chapter, declared: dict[str, Any], common: dict[
 
 
 # ---- execution ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def this_python_kernel(build_dir: Path) -> Iterator[None]:
+    """Make the kernel ``python3`` run *this* interpreter while executing chapters.
+
+    A user-level ``python3`` kernelspec (``~/.local/share/jupyter/kernels``) would otherwise win
+    over this environment's, and run the chapters in a Python without ``cam_core``. A kernelspec
+    pointing at ``sys.executable`` is written under ``<build_dir>/jupyter`` and put first on
+    ``JUPYTER_PATH``; the variable is restored on exit."""
+    import json
+
+    spec = build_dir / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (cam_core book)", "language": "python"}, indent=1))
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(build_dir / "jupyter"), *([old] if old else [])])
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = old
+
+
 def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], cwd: Path,
                     progress: bool, timeout: int | None = None) -> float:
     """Run ``chapter`` with papermill into ``output``; return the seconds it took.
@@ -305,17 +333,21 @@ def _run(args: argparse.Namespace) -> int:
         mode = "smoke" if args.smoke else "full"
         print(f"book: executing {len(todo)} chapter(s) ({mode} run, device={args.device}) into "
               f"{build_dir / 'notebooks'}", flush=True)
-        for i, c in enumerate(todo, 1):
-            shown = ", ".join(f"{k}={v!r}" for k, v in plans[c].items() if k != "RESULTS_DIR")
-            print(f"[{i}/{len(todo)}] {c.name} ({shown}) ...", flush=True)
-            secs = execute_chapter(c, build_dir / "notebooks" / f"{c.name}.ipynb", plans[c], cwd=root,
-                                   progress=progress, timeout=args.cell_timeout)
-            timings[c.name] = secs
-            print(f"[{i}/{len(todo)}] {c.name} done in {secs:.1f} s", flush=True)
+        with this_python_kernel(build_dir):
+            for i, c in enumerate(todo, 1):
+                shown = ", ".join(f"{k}={v!r}" for k, v in plans[c].items() if k != "RESULTS_DIR")
+                print(f"[{i}/{len(todo)}] {c.name} ({shown}) ...", flush=True)
+                secs = execute_chapter(c, build_dir / "notebooks" / f"{c.name}.ipynb", plans[c], cwd=root,
+                                       progress=progress, timeout=args.cell_timeout)
+                timings[c.name] = secs
+                print(f"[{i}/{len(todo)}] {c.name} done in {secs:.1f} s", flush=True)
     print("book: building the HTML with Jupyter Book (warnings are errors) ...", flush=True)
     t0 = time.perf_counter()
     stage_book((root / args.book_src).resolve(), build_dir, chapters)
     index = build_html(build_dir, warnings_as_errors=not args.allow_warnings)
+    missing = [c.name for c in chapters if not (index.parent / f"{c.docname}.html").is_file()]
+    if missing:
+        raise BookError(f"jupyter-book finished but these chapters have no page: {', '.join(missing)}")
     timings["(book build)"] = time.perf_counter() - t0
     total = sum(timings.values())
     print("book: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
