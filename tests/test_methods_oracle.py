@@ -130,8 +130,9 @@ def test_ablation_cam_matches_pytorch_grad_cam_on_a_subset_of_maps(case) -> None
 
 @pytest.mark.slow
 def test_ablation_cam_matches_pytorch_grad_cam_all_maps(case) -> None:
-    """All maps of two images: the saliency maps agree (~2 min for vgg16 on 2 CPU cores)."""
+    """All maps of one image: the saliency maps agree (~1 min each on 2 CPU cores)."""
     model, layer, x = case
+    x = x[:1, :, :64, :64]
     res = cc.AblationCAM(model, layer)(x)
     _, saliency, _, _ = _theirs(AblationCAM, model, layer, x, res.target)
     torch.testing.assert_close(res.saliency, saliency, rtol=0, atol=SAL_TOL)
