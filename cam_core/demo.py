@@ -22,7 +22,8 @@ from torch import Tensor
 def explain(bench: Any, x: Tensor, methods: list[str] | None = None,
             target: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor, dict[str, float]]:
     """Saliency maps (N, H, W) of every method for the images ``x`` (the model's input space), the
-    explained classes (N,), and each method's seconds. ``methods`` defaults to all of ``cc.METHODS``."""
+    explained classes (N,), and each method's seconds. ``methods`` defaults to all of ``cc.METHODS``
+    that apply to the model (e.g. CAM needs a GAP + linear head; the others are skipped with a note)."""
     from cam_core.methods.registry import METHODS, get_method
 
     names = list(METHODS) if methods is None else methods
@@ -34,7 +35,14 @@ def explain(bench: Any, x: Tensor, methods: list[str] | None = None,
     seconds: dict[str, float] = {}
     for name in names:
         start = time.perf_counter()
-        saliency[name] = get_method(name, model, bench.target_layer)(x, target).saliency.cpu()  # (N, H, W)
+        try:
+            cam = get_method(name, model, bench.target_layer)
+            saliency[name] = cam(x, target).saliency.cpu()  # (N, H, W)
+        except ValueError as err:
+            if methods is not None:  # asked for by name: say why it cannot run
+                raise
+            print(f"skipping {name}: {str(err).split(';')[0]}", file=sys.stderr)
+            continue
         seconds[name] = time.perf_counter() - start
     return saliency, target.cpu(), seconds
 
