@@ -114,6 +114,28 @@ def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
     assert nets.state_dict_sha256(loaded) == rec["sha256"]
 
 
+def test_check_compares_hashes_and_says_why(tmp_path, monkeypatch):
+    """``--check`` retrains with the recorded seed/threads and compares the state hash; a mismatch
+    names what differs from the record (here: the torch version)."""
+    rec = {"variant": "shapes-single", "arch": "vgg", "seed": 3, "threads": 1, "sha256": "a" * 64,
+           "torch": "0.0.0", "device": "cpu", "cpu": "x86_64", "processor": "", "generator_version":
+           synthetic.GENERATOR_VERSION, "config": {}}
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "manifest.json").write_text(json.dumps({"models": {"shapes-single-vgg": rec}}))
+    seen = {}
+
+    def fake_train(variant, arch, seed, device, threads, data_dir, progress, evaluate):
+        seen.update(seed=seed, threads=threads)
+        return None, dict(rec, torch=str(torch.__version__), sha256="b" * 64)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    same, msg = training.check("shapes-single", "vgg", tmp_path, progress=False)
+    assert not same and "torch: recorded '0.0.0'" in msg
+    assert seen == {"seed": 3, "threads": 1}
+    monkeypatch.setattr(training, "train", lambda *a, **k: (None, dict(rec)))
+    assert training.check("shapes-single", "vgg", tmp_path, progress=False)[0]
+
+
 def test_cli_parses_train_and_demo():
     from cam_core.cli import build_parser
 
