@@ -92,13 +92,14 @@ def ratio(a: Timing, b: Timing) -> str:
     return f"{a.wall / b.wall:.2f} ({a.cpu / b.cpu:.2f})"
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> Timing:
-    """Median wall and CPU time of ``fn()`` over ``repeat`` runs (after a warm-up run when repeat > 1)."""
+def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: bool = True) -> Timing:
+    """Median wall and CPU time of ``fn()`` over ``repeat`` runs, after a warm-up run (lazy initialisation,
+    allocator, cuDNN autotuning) unless ``warmup=False`` (the minutes-long per-map full-model runs)."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    if repeat > 1:  # warm-up (lazy initialisation, allocator, cuDNN autotuning); single runs are long ones
+    if warmup:
         fn()
     walls, cpus = [], []
     for _ in range(repeat):
@@ -139,7 +140,7 @@ def bench_ours(args, arch, model, x, device) -> tuple[list[dict], dict[str, Timi
         method = make_method(name, model, layer, args.shap_orderings, args.seed)
         slow = name in PER_MAP_FULL_MODEL
         xs = x[: args.baseline_images] if slow else x
-        t = timed(lambda m=method, xs=xs: m(xs), device, 1 if slow else args.repeat)
+        t = timed(lambda m=method, xs=xs: m(xs), device, 1 if slow else args.repeat, warmup=not slow)
         per_image[name] = t.per(len(xs))
         note = f"P = {args.shap_orderings} orderings" if name == "SHAP-CAM" else ""
         rows.append({"method": name, "images": len(xs), "t": per_image[name], "note": note})
@@ -165,8 +166,9 @@ def bench_pytorch_grad_cam(args, arch, model, x, device, target) -> dict[str, tu
         if name == "Score-CAM":
             cam.batch_size = 64  # its default is 16; give it the same batching as ours
         targets = [ClassifierOutputTarget(int(t)) for t in target[:n]]
-        repeat = args.repeat if name == "Grad-CAM" else 1
-        out[name] = (n, timed(lambda c=cam, xs=x[:n], t=targets: c(xs, targets=t), device, repeat).per(n))
+        cheap = name == "Grad-CAM"
+        run_cam = lambda c=cam, xs=x[:n], t=targets: c(xs, targets=t)
+        out[name] = (n, timed(run_cam, device, args.repeat if cheap else 1, warmup=cheap).per(n))
         cam.activations_and_grads.release()
         print(f"  {arch:9s} pytorch-grad-cam {name:13s} {out[name][1]} s/image", flush=True)
         del twin, cam
@@ -195,7 +197,7 @@ def bench_shap(args, arch, model, x, device) -> tuple[Timing, Timing, int] | Non
             ShapleyValueSampling(head).attribute(a[:n_captum], target=target[:n_captum], feature_mask=mask,
                                                  n_samples=p_captum, perturbations_per_eval=64)
 
-    theirs = timed(captum_run, device, 1)
+    theirs = timed(captum_run, device, 1, warmup=False)
     return ours.per(p_ours * n), theirs.per(p_captum * n_captum), n_captum
 
 
@@ -215,8 +217,8 @@ def run(args: argparse.Namespace) -> str:
         f"{platform.python_implementation()} {platform.python_version()}, "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
         f"{args.size} px, batch {args.batch}, random torchvision weights (seed {args.seed}); median of "
-        f"{args.repeat} run(s). Per-map full-model methods on {args.baseline_images} image(s), compared "
-        "per image. Times are wall seconds, and in brackets process CPU seconds (less sensitive to other "
+        f"{args.repeat} run(s) after a warm-up run. Per-map full-model methods on {args.baseline_images} "
+        "image(s), compared per image. Times are wall seconds, and in brackets process CPU seconds (less sensitive to other "
         "jobs on a shared CPU machine; on CUDA only the host's share).",
         "",
     ]
