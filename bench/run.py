@@ -218,8 +218,8 @@ def run(args: argparse.Namespace) -> str:
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
         f"{args.size} px, batch {args.batch}, random torchvision weights (seed {args.seed}); median of "
         f"{args.repeat} run(s) after a warm-up run. Per-map full-model methods on {args.baseline_images} "
-        "image(s), compared per image. Times are wall seconds, and in brackets process CPU seconds (less sensitive to other "
-        "jobs on a shared CPU machine; on CUDA only the host's share).",
+        "image(s), compared per image. Times are wall seconds, and in brackets process CPU seconds "
+        "(less sensitive to other jobs on a shared CPU machine; on CUDA only the host's share).",
         "",
     ]
     checks: list[str] = []
