@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from cam_core.vqa.questions import ANSWERS, QUESTION_TYPES, Question, Tokenizer, questions_for
-from cam_core.vqa.scenes import Scene, make_scene
+from cam_core.vqa.scenes import COLOURS, SHAPES, Scene, make_scene
 
 TEST_OFFSET = 10_000_000
 SPLITS = ("train", "test")
@@ -46,15 +46,21 @@ def items(seed: int, split: str, n_scenes: int, types: tuple[str, ...] = QUESTIO
     return out
 
 
-def render_split(seed: int, split: str, n_scenes: int) -> tuple[Tensor, list[list[Question]]]:
-    """Images of the first ``n_scenes`` scenes as uint8 (S, 3, 64, 64), and each scene's questions."""
-    images, questions = [], []
+def render_split(
+    seed: int, split: str, n_scenes: int, per_type: int = 1
+) -> tuple[Tensor, list[list[Question]], Tensor]:
+    """Images of the first ``n_scenes`` scenes as uint8 (S, 3, 64, 64), each scene's questions (up
+    to ``per_type`` of each type), and which (shape, colour) pairs each scene holds: (S, 5 * 6)."""
+    images, questions, present = [], [], torch.zeros(n_scenes, len(SHAPES) * len(COLOURS))
+    colours = list(COLOURS)
     for i in range(n_scenes):
         idx = scene_index(split, i)
         scene = make_scene(seed, idx)
         images.append((scene.image * 255).round().to(torch.uint8))
-        questions.append(questions_for(scene, seed, idx))
-    return torch.stack(images), questions
+        questions.append(questions_for(scene, seed, idx, per_type=per_type))
+        for o in scene.objects:
+            present[i, SHAPES.index(o.shape) * len(COLOURS) + colours.index(o.colour)] = 1.0
+    return torch.stack(images), questions, present
 
 
 def encode_questions(questions: list[Question], tokenizer: Tokenizer) -> tuple[Tensor, Tensor]:

@@ -7,7 +7,7 @@ with a non-linear head (conv blocks, max-pool, FC layers, tanh), an LSTM questio
 CAM methods explain an image -> logits model, so :meth:`VQAModel.bind` fixes the questions::
 
     bound = model.bind(questions)          # questions: (N, T) token ids
-    cc.LiftCAM(bound, "image_encoder.features.14")(images)   # images: (N, 3, H, W)
+    cc.LiftCAM(bound, "image_encoder.features.18")(images)   # images: (N, 3, H, W)
 
 The bound module shares the image CNN and the classifier (same dotted names), holds the N
 question embeddings fixed, and follows the tile layout of ``cam_core.methods.base``: a batch
@@ -35,7 +35,7 @@ class VQAConfig:
     num_answers: int
     backbone: str = "small"  # "small" (64 px, embedded benchmark) or "vgg16" (224 px, VQA v2)
     word_dim: int = 32
-    lstm_hidden: int = 64
+    lstm_hidden: int = 96
     embed_dim: int = 128  # the shared embedding space of image and question
     classifier_hidden: int = 128
     dropout: float = 0.1
@@ -84,30 +84,55 @@ class ImageEncoder(nn.Module):
         return self.fc(self.pool(self.features(x)))
 
 
+class AddCoords(nn.Module):
+    """Append two channels holding each pixel's x and y in [0, 1] (CoordConv, Liu et al., 2018).
+
+    With them a channel can carry *where* a feature is, so that a global max-pool keeps the
+    positions the relation questions ("left of", "nearest to") need. Part of the body (before
+    the explained layer), so no DeepLIFT rule is needed for it.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, C, H, W) -> (N, C + 2, H, W)
+        n, _, h, w = x.shape
+        ys = torch.linspace(0, 1, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+        xs = torch.linspace(0, 1, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+        return torch.cat([x, xs, ys], dim=1)
+
+
 def small_image_encoder(embed_dim: int) -> ImageEncoder:
-    """VGG-style CNN for 64 px scenes: 4 conv-BN-ReLU blocks (last maps 8x8), max-pool, FC-ReLU-FC-BN-tanh."""
+    """VGG-style CNN for 64 px scenes: conv-BN-ReLU blocks with max-pools (last maps 8x8), a last
+    max-pool (global), FC-ReLU-FC-BN-tanh.
+
+    The last max-pool is global (8x8 -> 1x1) rather than VGG16's 2x2: with a 2x2 pool and a 4x4
+    flatten the small FC head has to learn every position apart, and in our runs the model never
+    learned to tell the shapes apart within the CPU budget (shape questions stayed at chance, as
+    the classification benchmark's VGG-style net found too); coordinate channels at the input
+    keep the positions that a global pool would otherwise lose.
+    """
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
     features = nn.Sequential(
-        *block(3, 16),
+        AddCoords(),  # (N, 5, 64, 64)
+        *block(5, 16),
         nn.MaxPool2d(2),  # 64 -> 32
         *block(16, 32),
         nn.MaxPool2d(2),  # 32 -> 16
         *block(32, 64),
         nn.MaxPool2d(2),  # 16 -> 8
-        *block(64, 64),  # features.14: the last conv layer's maps (after BN, ReLU), (N, 64, 8, 8)
-        nn.MaxPool2d(2),  # -> (N, 64, 4, 4)
+        *block(64, 64),
+        *block(64, 64),  # features.18: the last conv layer's maps (after BN, ReLU), (N, 64, 8, 8)
+        nn.MaxPool2d(8),  # the last max-pool, global: (N, 64, 1, 1)
     )
     # BatchNorm1d before the tanh keeps the embedding from saturating into a constant early in
     # training (without it the image path collapses and the model learns only the answer prior);
     # in eval mode it is affine, so DeepLIFT passes through it by the chain rule.
     fc = nn.Sequential(
         nn.Flatten(1),
-        nn.Linear(64 * 4 * 4, 128),
+        nn.Linear(64, 256),
         nn.ReLU(),
-        nn.Linear(128, embed_dim),
+        nn.Linear(256, embed_dim),
         nn.BatchNorm1d(embed_dim),
         nn.Tanh(),
     )
@@ -130,21 +155,28 @@ def vgg16_image_encoder(embed_dim: int, dropout: float = 0.5) -> ImageEncoder:
 
 
 class QuestionEncoder(nn.Module):
-    """tanh word embeddings -> LSTM -> last state of each question -> Linear -> tanh."""
+    """tanh word embeddings -> LSTM -> [last hidden state, last cell state] -> Linear -> tanh.
+
+    As Antol et al., the question embedding is read from both the hidden and the cell state of
+    the LSTM at each question's last word (the cell state keeps the early content words, e.g.
+    the colour in "what shape is the red object ?", within reach of the gradient).
+    """
 
     def __init__(self, num_words: int, word_dim: int, hidden: int, embed_dim: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_words, word_dim, padding_idx=0)
         self.lstm = nn.LSTM(word_dim, hidden, batch_first=True)
-        self.fc = nn.Sequential(nn.Linear(hidden, embed_dim), nn.Tanh())
+        self.fc = nn.Sequential(nn.Linear(2 * hidden, embed_dim), nn.Tanh())
 
     def forward(self, tokens: Tensor) -> Tensor:  # (N, T) -> (N, D)
         if tokens.dim() != 2:
             raise ValueError(f"questions must be (N, T) token ids, got shape {tuple(tokens.shape)}")
         lengths = (tokens != 0).sum(dim=1).clamp_min(1)  # (N,)
-        out, _ = self.lstm(torch.tanh(self.embedding(tokens)))  # (N, T, H)
-        last = out.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, out.shape[2]))[:, 0]  # (N, H)
-        return self.fc(last)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            torch.tanh(self.embedding(tokens)), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, (h, c) = self.lstm(packed)  # (1, N, H) each, at each question's last word
+        return self.fc(torch.cat([h[0], c[0]], dim=1))  # (N, 2H) -> (N, D)
 
 
 class VQAModel(nn.Module):
@@ -155,7 +187,7 @@ class VQAModel(nn.Module):
         self.config = config
         if config.backbone == "small":
             self.image_encoder = small_image_encoder(config.embed_dim)
-            self.target_layer = "image_encoder.features.14"
+            self.target_layer = "image_encoder.features.18"
         elif config.backbone == "vgg16":
             self.image_encoder = vgg16_image_encoder(config.embed_dim)
             self.target_layer = "image_encoder.features.29"

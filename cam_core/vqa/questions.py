@@ -81,12 +81,20 @@ def ask(scene: Scene, qtype: str, rng: random.Random) -> Question | None:
 
 
 def questions_for(
-    scene: Scene, seed: int, index: int, types: tuple[str, ...] = QUESTION_TYPES
+    scene: Scene, seed: int, index: int, types: tuple[str, ...] = QUESTION_TYPES, per_type: int = 1
 ) -> list[Question]:
-    """One question per type in ``types`` for scene ``index`` (a type with no unambiguous one is skipped)."""
+    """Up to ``per_type`` distinct questions of each type in ``types`` for scene ``index``, in rounds
+    (one of each type per round; a type with no unambiguous question is skipped)."""
     rng = random.Random(f"shapes-vqa-q/{int(seed)}/{int(index)}")
-    out = [ask(scene, t, rng) for t in types]
-    return [q for q in out if q is not None]
+    out: list[Question] = []
+    seen: set[str] = set()
+    for _ in range(per_type):
+        for t in types:
+            q = ask(scene, t, rng)
+            if q is not None and q.text not in seen:
+                seen.add(q.text)
+                out.append(q)
+    return out
 
 
 class Tokenizer:

@@ -3,7 +3,7 @@
 Deterministic under a seed (same seed, same thread count, same torch -> the same weights):
 scenes and questions are generated from the seed, the initialisation and the batch order come
 from seeded generators. Each step encodes a batch of scenes once and answers all of their
-questions (one per type), which is what makes CPU training take minutes.
+questions (``questions_per_type`` of each type), which is what makes CPU training take minutes.
 
 Writes ``<out>/shapes_vqa.pt`` (config, state dict, vocabulary, answers) and
 ``<out>/manifest.json`` (seed, sizes, held-out accuracy overall and per question type, the
@@ -35,11 +35,13 @@ MANIFEST = "manifest.json"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    train_scenes: int = 12_000
+    train_scenes: int = 8_000
     test_scenes: int = 1_500
     epochs: int = 8
-    batch_scenes: int = 64
+    batch_scenes: int = 32
+    questions_per_type: int = 3  # training questions per scene and type (the test split asks 1)
     lr: float = 2e-3
+    aux_weight: float = 1.0  # weight of the auxiliary "which coloured shapes are here" loss
     weight_decay: float = 1e-5
 
 
@@ -103,8 +105,10 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     tokenizer = Tokenizer()
-    tr_images, tr_q = render_split(cfg.seed, "train", cfg.train_scenes)  # (S, 3, 64, 64) uint8
-    te_images, te_q = render_split(cfg.seed, "test", cfg.test_scenes)
+    tr_images, tr_q, tr_present = render_split(
+        cfg.seed, "train", cfg.train_scenes, cfg.questions_per_type
+    )  # (S, 3, 64, 64), questions, (S, 30)
+    te_images, te_q, _ = render_split(cfg.seed, "test", cfg.test_scenes)
     tr_scene, tr_tok, tr_ans, tr_types = _flatten(tr_q, tokenizer)
     te_scene, te_tok, te_ans, te_types = _flatten(te_q, tokenizer)
     # per training scene: the rows of its questions, padded with -1
@@ -115,7 +119,11 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
         rows[s, : len(q)] = starts[s] + torch.arange(len(q))
 
     model = VQAModel(VQAConfig(num_words=len(WORDS), num_answers=len(ANSWERS)))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # auxiliary object-recognition head on the image embedding (not part of the saved model): our
+    # stand-in for the ImageNet pre-training of Antol et al.'s image encoder
+    aux = torch.nn.Linear(model.config.embed_dim, tr_present.shape[1])
+    params = [*model.parameters(), *aux.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((cfg.train_scenes + cfg.batch_scenes - 1) // cfg.batch_scenes)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -133,6 +141,10 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
             q = model.question_encoder(tr_tok[qrows])  # (Q, D)
             logits = model.classifier(img[local] * q)  # (Q, A)
             loss = F.cross_entropy(logits, tr_ans[qrows])
+            if cfg.aux_weight > 0:
+                loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(
+                    aux(img), tr_present[scenes]
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -143,8 +155,9 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
             acc = evaluate_accuracy(model, te_images, te_scene, te_tok, te_ans, te_types)
             print(
                 f"epoch {epoch + 1}/{cfg.epochs}: train loss {total / n:.3f}, "
-                f"held-out accuracy {acc['all']:.1f}% "
-                f"({time.time() - t0:.0f} s)",
+                f"held-out accuracy {acc['all']:.1f}% ("
+                + ", ".join(f"{t} {acc[t]:.0f}" for t in QUESTION_TYPES if t in acc)
+                + f") ({time.time() - t0:.0f} s)",
                 flush=True,
             )
     model.eval()
@@ -204,6 +217,10 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--train-scenes", type=int, default=d.train_scenes)
     p.add_argument("--test-scenes", type=int, default=d.test_scenes)
+    p.add_argument("--questions-per-type", type=int, default=d.questions_per_type)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight)
+    p.add_argument("--batch-scenes", type=int, default=d.batch_scenes)
     p.add_argument(
         "--threads",
         type=int,
@@ -219,7 +236,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = TrainConfig(
-        seed=args.seed, epochs=args.epochs, train_scenes=args.train_scenes, test_scenes=args.test_scenes
+        seed=args.seed,
+        epochs=args.epochs,
+        train_scenes=args.train_scenes,
+        test_scenes=args.test_scenes,
+        questions_per_type=args.questions_per_type,
+        lr=args.lr,
+        aux_weight=args.aux_weight,
+        batch_scenes=args.batch_scenes,
     )
     train(cfg, args.out)
     return 0
