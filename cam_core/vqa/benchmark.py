@@ -127,6 +127,13 @@ class ShapesVQABenchmark(VQABenchmark):
     def __len__(self) -> int:
         return len(self._items)
 
+    def object_boxes(self, i: int) -> tuple[Tensor, int]:
+        """Boxes of *every* object in question ``i``'s scene (M, 4), and the position among them of
+        the object the answer is about (its first referenced object)."""
+        item = self._items[i]
+        scene = cached_scene(self.seed, scene_index("test", item.scene))
+        return torch.tensor([o.box for o in scene.objects], dtype=torch.float32), item.question.refs[0]
+
     def sample(self, i: int) -> Sample:
         item = self._items[i]
         scene = cached_scene(self.seed, scene_index("test", item.scene))

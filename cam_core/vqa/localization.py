@@ -16,7 +16,7 @@ import torch
 
 from cam_core.benchmarks.base import Benchmark
 from cam_core.methods.registry import get_method
-from cam_core.metrics.localization import batch_masks, energy_pointing_game, pointing_game
+from cam_core.metrics.localization import batch_masks, boxes_mask, energy_pointing_game, pointing_game
 
 
 def referenced_energy(
@@ -29,7 +29,8 @@ def referenced_energy(
 ) -> pd.DataFrame:
     """One row per (question, method): ``energy`` (share of the map in the referenced boxes, in
     [0, 1]), ``hit`` (classic pointing game), ``box_share`` (the boxes' share of the image, what a
-    uniform map would score), the question type and whether the model's answer was right.
+    uniform map would score), ``beats_others`` (1.0 when the answer's object's box holds more
+    energy than every other object's box), the question type and whether the answer was right.
 
     Each method explains the model's own (top-1) answer, with the question bound (tile layout).
     """
@@ -44,6 +45,7 @@ def referenced_energy(
             energy = energy_pointing_game(res.saliency, masks)  # (B,)
             hit = pointing_game(res.saliency, batch.boxes)  # (B,)
             correct = (res.target == batch.labels).cpu()
+            beats = _beats_other_objects(bench, batch, res.saliency)  # (B,) or None
             for i in range(len(batch)):
                 rows.append(
                     {
@@ -57,15 +59,33 @@ def referenced_energy(
                         "energy": float(energy[i]),
                         "hit": float(hit[i]),
                         "box_share": float(box_share[i]),
+                        "beats_others": float("nan") if beats is None else float(beats[i]),
                     }
                 )
     return pd.DataFrame(rows)
 
 
+def _beats_other_objects(bench: Benchmark, batch: Any, saliency: torch.Tensor) -> torch.Tensor | None:
+    """1.0 where the answer's object's box holds more of the map's energy than every other object's
+    box in the scene (benchmarks that know every object, i.e. with ``object_boxes``), else None."""
+    if not hasattr(bench, "object_boxes"):
+        return None
+    out = []
+    for i in range(len(batch)):
+        boxes, ref = bench.object_boxes(int(batch.index[i]))
+        masks = torch.stack([boxes_mask(b, tuple(saliency.shape[-2:])) for b in boxes]).to(saliency.device)
+        e = energy_pointing_game(saliency[i : i + 1].expand(len(boxes), -1, -1), masks)  # (M,)
+        others = torch.cat([e[:ref], e[ref + 1 :]])
+        out.append(float(len(others) == 0 or bool(e[ref] > others.max())))
+    return torch.tensor(out)
+
+
 def summarize(df: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """Per method x question type: mean energy (%), the share of questions whose map has more than
-    ``threshold`` of its energy in the referenced boxes (%), the pointing-game hit rate (%), and
-    the boxes' mean share of the image (%, a uniform map's energy)."""
+    ``threshold`` of its energy in the referenced boxes (%), the pointing-game hit rate (%), the
+    boxes' mean share of the image (%, a uniform map's energy), and how often (%) the answer's
+    object's box holds more energy than every other object's box (``beats_others``; NaN where the
+    benchmark does not know every object)."""
     if df.empty:
         raise ValueError("no localization rows to summarize")
     g = df.assign(mostly_inside=(df["energy"] > threshold).astype(float))
@@ -74,9 +94,10 @@ def summarize(df: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
         mostly_inside=("mostly_inside", "mean"),
         hit=("hit", "mean"),
         box_share=("box_share", "mean"),
+        beats_others=("beats_others", "mean"),
         questions=("energy", "size"),
     )
-    pct = ["energy", "mostly_inside", "hit", "box_share"]
+    pct = ["energy", "mostly_inside", "hit", "box_share", "beats_others"]
     out[pct] = 100 * out[pct]
     return out
 
