@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
     "resolve_layer": "cam_core.layers",
     "layer_names": "cam_core.layers",
     # kernels
-    "deeplift": "cam_core.deeplift",
+    "deeplift": "cam_core.rescale",
     # runtime
     "seed_everything": "cam_core.runtime",
     "resolve_device": "cam_core.runtime",

@@ -1,4 +1,4 @@
-r"""DeepLIFT-Rescale contributions through a head ``F`` (Shrikumar et al., 2017), the kernel of LIFT-CAM.
+r"""The DeepLIFT-Rescale kernel of LIFT-CAM (``cc.deeplift``; Shrikumar et al., 2017).
 
 ``deeplift(head, A, target)`` returns ``C(dA_k(i,j) -> dF^c)`` for every activation, shape
 ``(N, K, h, w)``, against a reference (all-zero by default, as in LIFT-CAM Eq. 7). The
@@ -27,8 +27,6 @@ are invisible to hooks and would be treated as linear; write them as modules.
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Callable, Mapping
 
 import torch
@@ -223,9 +221,9 @@ def deeplift(
         elif kind not in LINEAR_MODULES:
             raise ValueError(
                 f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} (a leaf module of the "
-                "head that A flows through). If it is linear, add it to cam_core.deeplift.LINEAR_MODULES; "
+                "head that A flows through). If it is linear, add it to cam_core.rescale.LINEAR_MODULES; "
                 "otherwise register a rule, e.g. for an elementwise non-linearity "
-                f"cam_core.deeplift.register_rule({kind.__qualname__}, cam_core.deeplift.rescale), "
+                f"cam_core.rescale.register_rule({kind.__qualname__}, cam_core.rescale.rescale), "
                 "or pass rules={...} to deeplift()."
             )
 
@@ -274,15 +272,3 @@ def deeplift(
     scores = scores.detach()
     delta = contrib.flatten(1).sum(1) - (scores[:n] - scores[n:])  # (N,)
     return contrib, delta
-
-
-class _CallableModule(types.ModuleType):
-    """``cam_core.deeplift`` is both this module and its function: once the module is imported,
-    Python binds the package attribute ``cam_core.deeplift`` to the module (shadowing the lazy
-    export of the function), so the module forwards calls to :func:`deeplift`."""
-
-    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
-        return deeplift(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

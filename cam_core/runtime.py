@@ -18,14 +18,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for but CUDA is not available here; use 'cpu' or 'auto'.")
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here; "
+                         "use 'cpu' or 'auto'.")
     return dev
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch (CPU and CUDA); return a CPU ``torch.Generator`` seeded the same."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  seeds the legacy global state for code that uses it
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cam_core import shapley
-from cam_core.deeplift import deeplift
+from cam_core.rescale import deeplift
 
 
 def vgg_style_head(k: int) -> nn.Sequential:

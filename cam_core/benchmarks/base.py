@@ -137,7 +137,8 @@ class Benchmark:
 
     def card(self) -> str:
         """A markdown description of the benchmark (what it is, classes, sizes, model accuracy)."""
-        return f"# {self.name}\n\n{len(self)} images, {self.num_classes} classes, model layer `{self.target_layer}`.\n"
+        return (f"# {self.name}\n\n{len(self)} images, {self.num_classes} classes, "
+                f"model layer `{self.target_layer}`.\n")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, arch={self.arch!r}, images={len(self)}, "
@@ -177,7 +178,8 @@ def available() -> dict[str, str]:
     return {k: v.description for k, v in sorted(_REGISTRY.items())}
 
 
-def load(name: str, data_dir: str | None = None, device: str | torch.device = "auto", **kwargs: Any) -> Benchmark:
+def load(name: str, data_dir: str | None = None, device: str | torch.device = "auto",
+         **kwargs: Any) -> Benchmark:
     """Load a benchmark by name (see :func:`available`); ``kwargs`` go to its factory (e.g. ``arch``)."""
     from cam_core.runtime import resolve_device
 
