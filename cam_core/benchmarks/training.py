@@ -46,7 +46,7 @@ CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("shapes-multi", "vgg"): TrainConfig(epochs=10),
     ("shapes-multi", "resnet"): TrainConfig(epochs=10),
     ("shapes-clutter", "vgg"): TrainConfig(epochs=8),
-    ("shapes-clutter", "resnet"): TrainConfig(epochs=10),
+    ("shapes-clutter", "resnet"): TrainConfig(epochs=12),
 }
 
 
