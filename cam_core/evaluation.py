@@ -65,18 +65,8 @@ SCALE: dict[str, float] = {
     "local_accuracy": 1.0,
     "cosine": 1.0,
 }
-#: which way is better, for each metric
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "IC": True,
-    "AD": False,
-    "ADD": True,
-    "insertion": True,
-    "deletion": False,
-    "energy": True,
-    "pointing": True,
-    "local_accuracy": False,
-    "cosine": True,
-}
+#: which way is better, for each metric (defined with the metrics)
+HIGHER_IS_BETTER = M.HIGHER_IS_BETTER
 #: keyword arguments each method gets unless the caller overrides them (merged per method)
 DEFAULT_METHOD_KWARGS: dict[str, dict[str, Any]] = {"SHAP-CAM": {"n_orderings": 10, "seed": 0}}
 

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cam_core.metrics import HIGHER_IS_BETTER
+
 IMAGENET, VOC, COCO, VQA = "ImageNet", "VOC 2007", "COCO 2014", "VQA v2"
 DATASETS = (IMAGENET, VOC, COCO)
 
@@ -37,18 +39,6 @@ PAPER_COLUMN: dict[str, str] = {
     "vqa2": VQA,
 }
 
-#: metric -> True when higher is better (the paper's convention for each column)
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "IC": True,
-    "AD": False,
-    "ADD": True,
-    "insertion": True,
-    "deletion": False,
-    "energy": True,
-    "pointing": True,
-    "cosine": True,
-    "local_accuracy": False,
-}
 
 #: decimals the paper prints for each metric (used by :func:`style`)
 DECIMALS: dict[str, int] = {"IC": 1, "AD": 2, "ADD": 2, "insertion": 4, "deletion": 4, "energy": 2,

@@ -32,7 +32,21 @@ from cam_core.metrics.localization import (
 )
 from cam_core.metrics.similarity import cosine_similarity, head_delta, local_accuracy_error
 
+#: metric -> True when higher is better (the paper's convention for each column)
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "IC": True,
+    "AD": False,
+    "ADD": True,
+    "insertion": True,
+    "deletion": False,
+    "energy": True,
+    "pointing": True,
+    "local_accuracy": False,
+    "cosine": True,
+}
+
 __all__ = [
+    "HIGHER_IS_BETTER",
     "BASELINES", "ConfidenceScores", "average_drop", "average_drop_in_deletion", "baseline_image", "black",
     "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
     "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tiled_target_softmax",
