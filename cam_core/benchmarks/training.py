@@ -45,7 +45,7 @@ CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("shapes-single", "resnet"): TrainConfig(epochs=8),
     ("shapes-multi", "vgg"): TrainConfig(epochs=10),
     ("shapes-multi", "resnet"): TrainConfig(epochs=10),
-    ("shapes-clutter", "vgg"): TrainConfig(epochs=20),
+    ("shapes-clutter", "vgg"): TrainConfig(epochs=32),
     ("shapes-clutter", "resnet"): TrainConfig(epochs=12),
 }
 
