@@ -15,6 +15,7 @@ out in tiles (row ``b`` is image ``b % N``), so conditioned heads work unchanged
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -148,6 +149,36 @@ def _fast_split(head: nn.Module, k: int) -> tuple[nn.Module, nn.Linear, list[nn.
     return nn.Sequential(*chain[:i]), lin, chain[i + 2 :]
 
 
+
+class FirstLinearTerms(NamedTuple):
+    """Per-map terms of the head's first Linear layer: for a coalition S of maps, that layer's
+    pre-activation is ``bias + sum_{k in S} terms[:, k]``, and ``rest`` maps it to the logits."""
+
+    terms: Tensor  # (N, K, O); O = 1 (the target row only) for an affine head
+    bias: Tensor  # (O,), or (N, 1) for an affine head
+    rest: list[nn.Module]  # the layers after the first Linear ([] for an affine head)
+
+
+def first_linear_terms(head: nn.Module, a: Tensor, t: Tensor) -> FirstLinearTerms | None:
+    """The shortcut SHAP-CAM and Ablation-CAM share when ``F`` = channel-wise ops -> Flatten -> Linear
+    -> rest (torchvision VGG / ResNet heads): zeroing map k removes exactly its block of the first
+    layer's input, so coalitions are sums of K per-map terms. None when the head has another form."""
+    n, k = a.shape[:2]
+    parts = _fast_split(head, k)
+    if parts is None:
+        return None
+    stem, lin, rest = parts
+    pooled = stem(a).flatten(2)  # (N, K, p)
+    w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): channel-major flatten, map k owns p columns
+    if not rest:  # affine head: only the target row matters
+        terms = torch.einsum("nkp,nkp->nk", pooled, w[t])[..., None]  # (N, K, 1)
+        bias = lin.bias[t][:, None] if lin.bias is not None else torch.zeros(n, 1).to(a)  # (N, 1)
+        return FirstLinearTerms(terms, bias, [])
+    terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
+    bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)  # (O,)
+    return FirstLinearTerms(terms, bias, list(rest))
+
+
 def _generic_values(head: nn.Module, a: Tensor, t: Tensor, perm: Tensor, batch_size: int) -> Tensor:
     """``v`` of the prefixes of sizes 1 .. K-1 along each ordering: (B, K-1, N)."""
     b, k = perm.shape
@@ -161,24 +192,20 @@ def _generic_values(head: nn.Module, a: Tensor, t: Tensor, perm: Tensor, batch_s
 class _FastGame:
     """Prefix values via running sums of per-map first-layer terms (see :func:`permutation`)."""
 
-    def __init__(self, stem: nn.Module, lin: nn.Linear, rest: list[nn.Module], a: Tensor, t: Tensor):
-        n, k = a.shape[:2]
-        pooled = stem(a).flatten(2)  # (N, K, p)
-        w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): channel-major flatten, map k owns p columns
+    def __init__(self, split: FirstLinearTerms, t: Tensor):
+        n = t.shape[0]
+        self.terms = split.terms.transpose(0, 1)  # (K, N, O)
+        self.bias = split.bias
+        rest = split.rest
         last = rest[-1] if rest else None
-        if last is None:  # affine head: only the target row matters
-            self.terms = torch.einsum("nkp,nkp->kn", pooled, w[t])[..., None]  # (K, N, 1)
-            self.bias = lin.bias[t][:, None] if lin.bias is not None else torch.zeros(n, 1).to(a)  # (N, 1)
+        if last is None:  # affine head: terms already hold the target row only
             self.rest, self.w_out, self.b_out = None, None, None
+        elif type(last) is nn.Linear:  # keep only the target row of the last layer
+            self.rest = nn.Sequential(*rest[:-1])
+            self.w_out = last.weight[t]  # (N, O2)
+            self.b_out = last.bias[t] if last.bias is not None else torch.zeros(n).to(self.terms)
         else:
-            self.terms = torch.einsum("nkp,okp->kno", pooled, w)  # (K, N, O)
-            self.bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)  # (O,)
-            if type(last) is nn.Linear:  # keep only the target row of the last layer
-                self.rest = nn.Sequential(*rest[:-1])
-                self.w_out = last.weight[t]  # (N, O2)
-                self.b_out = last.bias[t] if last.bias is not None else torch.zeros(n).to(a)
-            else:
-                self.rest, self.w_out, self.b_out = nn.Sequential(*rest), None, None
+            self.rest, self.w_out, self.b_out = nn.Sequential(*rest), None, None
         self.t = t
 
     def __call__(self, perm: Tensor, batch_size: int) -> Tensor:
@@ -239,13 +266,13 @@ def permutation(
         v_empty, v_full = _values(
             head, a, t, torch.stack([torch.zeros(k), torch.ones(k)]), batch_size
         )  # (N,)
-        parts = _fast_split(head, k) if fast is not False else None
-        if fast and parts is None:
+        split = first_linear_terms(head, a, t) if fast is not False else None
+        if fast and split is None:
             raise ValueError(
                 "fast=True needs a head of channel-wise pools -> nn.Flatten(1) -> nn.Linear -> ...; "
                 "use fast=None to fall back to evaluating the head on masked maps"
             )
-        game = _FastGame(*parts, a, t) if parts is not None else None
+        game = _FastGame(split, t) if split is not None else None
         per = max(1, batch_size // max(k - 1, 1))  # orderings per chunk
         phi = torch.zeros(n, k, dtype=torch.float64, device=a.device)
         for start in range(0, perms.shape[0], per):

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from cam_core.methods.base import BaseCAM, CAMContext, normalize_per_image, upsample
-from cam_core.shapley import _fast_split
+from cam_core.shapley import FirstLinearTerms, first_linear_terms
 
 
 def _map_chunks(k: int, n: int, batch_size: int) -> Iterator[range]:
@@ -83,9 +83,9 @@ class AblationCAM(BaseCAM):
         n, k = a.shape[:2]
         full = ctx.target_scores(ctx.logits)  # (N,) F^c(A)
         with torch.no_grad():
-            parts = _fast_split(head, k)
-            if parts is not None:  # full recomputed the same way, so that rounding cancels in the drop
-                full, ablated = self._ablated_first_linear(ctx, *parts)
+            split = first_linear_terms(head, a, ctx.target)
+            if split is not None:  # full recomputed the same way, so that rounding cancels in the drop
+                full, ablated = self._ablated_first_linear(ctx, split)
             else:
                 ablated = torch.empty(n, k, device=a.device, dtype=full.dtype)
                 for maps in _map_chunks(k, n, self.batch_size):
@@ -99,25 +99,18 @@ class AblationCAM(BaseCAM):
         denom = torch.where(full != 0, full, torch.ones_like(full))[:, None]
         return drop / denom  # (N, K)
 
-    def _ablated_first_linear(
-        self, ctx: CAMContext, stem: nn.Module, lin: nn.Linear, rest: list[nn.Module]
-    ) -> tuple[Tensor, Tensor]:
+    def _ablated_first_linear(self, ctx: CAMContext, split: FirstLinearTerms) -> tuple[Tensor, Tensor]:
         """``F^c(A)`` (N,) and ``F^c(A with A_k = 0)`` (N, K) for all k, when ``F`` is channel-wise ops ->
-        Flatten -> Linear -> rest (torchvision VGG and ResNet heads): zeroing map k removes its block's
-        term from the first layer's pre-activation, ``z_k = z - W[:, block_k] P(A)_k``, so only ``rest``
-        runs per ablation."""
-        a, t = ctx.activations, ctx.target
-        n, k = a.shape[:2]
-        pooled = stem(a).flatten(2)  # (N, K, p)
-        w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): map k owns p columns
-        bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)
-        if not rest:  # affine head: only the target row matters
-            terms = torch.einsum("nkp,nkp->nk", pooled, w[t])  # (N, K)
-            full = terms.sum(1) + bias[t]  # (N,)
-            return full, full[:, None] - terms
-        terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
+        Flatten -> Linear -> rest (torchvision VGG and ResNet heads): zeroing map k removes its term from
+        the first layer's pre-activation, ``z_k = z - terms_k`` (:func:`cam_core.shapley.first_linear_terms`),
+        so only ``rest`` runs per ablation."""
+        n, k = ctx.activations.shape[:2]
+        terms, bias, rest = split
+        if not rest:  # affine head: terms hold the target row only
+            full = terms[..., 0].sum(1) + bias[:, 0]  # (N,)
+            return full, full[:, None] - terms[..., 0]
         pre = terms.sum(1, keepdim=True) + bias  # (N, 1, O) z of the full A
-        ablated = torch.empty(n, k, device=a.device, dtype=a.dtype)
+        ablated = torch.empty(n, k, device=terms.device, dtype=terms.dtype)
         tail = nn.Sequential(*rest)
         for maps in _map_chunks(k, n, self.batch_size):
             z = (pre - terms[:, maps.start : maps.stop]).transpose(0, 1).flatten(0, 1)  # (R*N, O), tiles
