@@ -341,6 +341,11 @@ def _run(args: argparse.Namespace) -> int:
                                        progress=progress, timeout=args.cell_timeout)
                 timings[c.name] = secs
                 print(f"[{i}/{len(todo)}] {c.name} done in {secs:.1f} s", flush=True)
+    if args.no_html:
+        done = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+        print(f"book: {done}; HTML not built (--no-html): build it later with "
+              f"`python -m cam_core book --skip-execute --build-dir {args.build_dir}`")
+        return 0
     print("book: building the HTML with Jupyter Book (warnings are errors) ...", flush=True)
     t0 = time.perf_counter()
     stage_book((root / args.book_src).resolve(), build_dir, chapters)
@@ -365,6 +370,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-execute", action="store_true",
                    help="execute nothing: rebuild the book from the executed copies in BUILD_DIR/notebooks "
                         "(yours from papermill, too)")
+    p.add_argument("--no-html", action="store_true",
+                   help="execute the chapters but do not build the HTML (e.g. on a GPU machine without "
+                        "jupyter-book; copy the build dir back and run --skip-execute)")
     p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="chapter parameter: NAME VALUE for every chapter declaring it, NN:NAME VALUE for one")
     p.add_argument("--seed", type=int, default=None,

@@ -144,6 +144,7 @@ def test_shap_cam_bad_arguments() -> None:
         cc.ShapCAM(small_vgg(), "3", n_orderings=0)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_shap_cam_same_estimate_on_cpu_and_cuda() -> None:
     torch.manual_seed(5)
