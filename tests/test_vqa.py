@@ -18,13 +18,14 @@ from cam_core.vqa.model import FixedMultiply, VQAConfig, VQAModel
 from cam_core.vqa.questions import ANSWERS, MARGIN, WORDS, Tokenizer
 from cam_core.vqa.scenes import make_scene
 
-LAYER = "image_encoder.features.18"
+CONFIG = VQAConfig(num_words=len(WORDS), num_answers=len(ANSWERS))
+LAYER = VQAModel(CONFIG).target_layer  # the last conv layer's maps (after its ReLU)
 
 
 @pytest.fixture(scope="module")
 def model() -> VQAModel:
     torch.manual_seed(0)
-    return VQAModel(VQAConfig(num_words=len(WORDS), num_answers=len(ANSWERS))).eval()
+    return VQAModel(CONFIG).eval()
 
 
 @pytest.fixture(scope="module")
@@ -173,22 +174,25 @@ def test_bad_layer_is_explained(model, batch):
 
 # ---- the trained model: localization ------------------------------------------------------------
 def test_single_object_questions_are_localized_by_lift_cam():
-    """Energy (Eq. 14) of the committed model's LIFT-CAM maps, for questions about one object, with
-    the model explaining its own answer. Measured (96 questions, seed 0): the referenced object's box
-    holds 19% of the map's energy on average, 2.3x its 8% share of the image, and gets more energy
-    than every other object's box in 54% of the questions (chance with 3-4 objects: about 29%).
-    The stronger property "more than half the energy inside the box" holds for only ~1% of them: the
-    8x8 maps, upsampled, spread over neighbouring objects (see chapter 06)."""
-    from cam_core.vqa.localization import referenced_energy
+    """The issue's property: for most questions about one object, the LIFT-CAM map of the committed
+    model's answer has more than half its energy (Eq. 14) inside that object's box.
+
+    Measured (96 shape/colour questions, seed 0, all answered right): 91% of the maps have more
+    than half their energy in the box (Grad-CAM: 70%); the box holds 67% of LIFT-CAM's energy on
+    average, 8.5x its 8% share of the image, and more than any other object's box in every question.
+    On 512 questions (chapter 06's run): 92% (Grad-CAM 75%)."""
+    from cam_core.vqa.localization import referenced_energy, share_mostly_inside
 
     bench = cc.benchmarks.load("shapes-vqa", device="cpu", n_scenes=120, question_types="single")
-    loc = referenced_energy(bench, ["LIFT-CAM"], n=96, seed=0, batch_size=96)
-    assert len(loc) == 96 and set(loc["question_type"]) <= {"shape", "colour"}
-    assert loc["energy"].mean() > 1.8 * loc["box_share"].mean(), (
-        loc["energy"].mean(),
-        loc["box_share"].mean(),
-    )
-    assert loc["beats_others"].mean() >= 0.42, loc["beats_others"].mean()
+    loc = referenced_energy(bench, ["LIFT-CAM", "Grad-CAM"], n=96, seed=0, batch_size=96)
+    lift = loc[loc["method"] == "LIFT-CAM"]
+    assert len(lift) == 96 and set(lift["question_type"]) <= {"shape", "colour"}
+    share = share_mostly_inside(loc, "LIFT-CAM", threshold=0.5)
+    assert share >= 0.8, share  # "most": measured 0.91
+    assert lift["energy"].mean() > 5 * lift["box_share"].mean()
+    assert lift["beats_others"].mean() >= 0.95, lift["beats_others"].mean()
+    # the paper's claim, here on localization: LIFT-CAM's maps are better placed than Grad-CAM's
+    assert share > share_mostly_inside(loc, "Grad-CAM", threshold=0.5)
 
 
 def test_beats_others_is_computed_against_every_object(model):

@@ -7,7 +7,7 @@ with a non-linear head (conv blocks, max-pool, FC layers, tanh), an LSTM questio
 CAM methods explain an image -> logits model, so :meth:`VQAModel.bind` fixes the questions::
 
     bound = model.bind(questions)          # questions: (N, T) token ids
-    cc.LiftCAM(bound, "image_encoder.features.18")(images)   # images: (N, 3, H, W)
+    cc.LiftCAM(bound, model.target_layer)(images)   # images: (N, 3, H, W)
 
 The bound module shares the image CNN and the classifier (same dotted names), holds the N
 question embeddings fixed, and follows the tile layout of ``cam_core.methods.base``: a batch
@@ -39,6 +39,8 @@ class VQAConfig:
     embed_dim: int = 128  # the shared embedding space of image and question
     classifier_hidden: int = 128
     dropout: float = 0.1
+    coords: bool = False  # "small" only: CoordConv channels at the input (see AddCoords)
+    map_size: int = 16  # "small" only: side of the last conv maps, 16 (two 2x2 pools) or 8 (three)
 
 
 class FixedMultiply(nn.Module):
@@ -99,31 +101,37 @@ class AddCoords(nn.Module):
         return torch.cat([x, xs, ys], dim=1)
 
 
-def small_image_encoder(embed_dim: int) -> ImageEncoder:
-    """VGG-style CNN for 64 px scenes: conv-BN-ReLU blocks with max-pools (last maps 8x8), a last
-    max-pool (global), FC-ReLU-FC-BN-tanh.
+def small_image_encoder(embed_dim: int, coords: bool = True, map_size: int = 8) -> ImageEncoder:
+    """VGG-style CNN for 64 px scenes: conv-BN-ReLU blocks with max-pools (last maps 16x16, or 8x8
+    with ``map_size=8``), a last max-pool (global), FC-ReLU-FC-BN-tanh.
 
-    The last max-pool is global (8x8 -> 1x1) rather than VGG16's 2x2: with a 2x2 pool and a 4x4
-    flatten the small FC head has to learn every position apart, and in our runs the model never
-    learned to tell the shapes apart within the CPU budget (shape questions stayed at chance, as
-    the classification benchmark's VGG-style net found too); coordinate channels at the input
-    keep the positions that a global pool would otherwise lose.
+    The last max-pool is global rather than VGG16's 2x2: with a 2x2 pool and a flatten the small FC
+    head has to learn every position apart, and in our runs it never learned to tell the shapes
+    apart within the CPU budget. The committed model (``python -m cam_core train-vqa``) keeps 16x16
+    maps and is trained with an L1 penalty on them (``TrainConfig.activity_l1``): with 8x8 maps and
+    no penalty, 61-69% of LIFT-CAM's energy lay on the background (the maps' resolution alone
+    caps the box's share at 66% for an ideal 8x8 map of an 8%-of-the-image box, 82% at 16x16) and
+    ~1% of single-object questions had more than half of it in the object's box; with both, 92%.
+    ``coords=True`` appends CoordConv channels (:class:`AddCoords`); it did not help the relation
+    questions in our runs and spread the maps further, so it is off by default.
     """
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
 
+    if map_size not in (8, 16):
+        raise ValueError(f"map_size must be 8 or 16, got {map_size}")
     features = nn.Sequential(
-        AddCoords(),  # (N, 5, 64, 64)
-        *block(5, 16),
+        AddCoords() if coords else nn.Identity(),  # (N, 5, 64, 64) or (N, 3, 64, 64)
+        *block(5 if coords else 3, 16),
         nn.MaxPool2d(2),  # 64 -> 32
         *block(16, 32),
         nn.MaxPool2d(2),  # 32 -> 16
         *block(32, 64),
-        nn.MaxPool2d(2),  # 16 -> 8
+        *([nn.MaxPool2d(2)] if map_size == 8 else []),  # 16 -> 8
         *block(64, 64),
-        *block(64, 64),  # features.18: the last conv layer's maps (after BN, ReLU), (N, 64, 8, 8)
-        nn.MaxPool2d(8),  # the last max-pool, global: (N, 64, 1, 1)
+        *block(64, 64),  # the last conv layer's maps (after BN, ReLU), (N, 64, map_size, map_size)
+        nn.MaxPool2d(map_size),  # the last max-pool, global: (N, 64, 1, 1)
     )
     # BatchNorm1d before the tanh keeps the embedding from saturating into a constant early in
     # training (without it the image path collapses and the model learns only the answer prior);
@@ -186,8 +194,9 @@ class VQAModel(nn.Module):
         super().__init__()
         self.config = config
         if config.backbone == "small":
-            self.image_encoder = small_image_encoder(config.embed_dim)
-            self.target_layer = "image_encoder.features.18"
+            self.image_encoder = small_image_encoder(config.embed_dim, config.coords, config.map_size)
+            # the last conv layer's maps: the output of the last ReLU (features.17 with 16x16 maps)
+            self.target_layer = f"image_encoder.features.{len(self.image_encoder.features) - 2}"
         elif config.backbone == "vgg16":
             self.image_encoder = vgg16_image_encoder(config.embed_dim)
             self.target_layer = "image_encoder.features.29"

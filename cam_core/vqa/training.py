@@ -37,12 +37,17 @@ class TrainConfig:
     seed: int = 0
     train_scenes: int = 8_000
     test_scenes: int = 1_500
-    epochs: int = 8
+    epochs: int = 20
     batch_scenes: int = 32
     questions_per_type: int = 3  # training questions per scene and type (the test split asks 1)
     lr: float = 2e-3
     aux_weight: float = 1.0  # weight of the auxiliary "which coloured shapes are here" loss
     weight_decay: float = 1e-5
+    coords: bool = False  # CoordConv channels at the image encoder's input
+    map_size: int = 16  # side of the last conv maps (the explained layer): 16 or 8
+    activity_l1: float = 0.5  # L1 penalty on the mean of the last conv maps (the explained layer)
+    activity_warmup: float = 0.3  # share of the steps over which that penalty ramps up from 0
+    device: str = "cpu"
 
 
 def _flatten(per_scene: list[list], tokenizer: Tokenizer) -> tuple[Tensor, Tensor, Tensor, list[str]]:
@@ -77,7 +82,7 @@ def evaluate_accuracy(
         model.train(was)
     out = {"all": 100 * correct.mean().item()}
     for t in QUESTION_TYPES:
-        m = torch.tensor([q == t for q in qtypes])
+        m = torch.tensor([q == t for q in qtypes], device=correct.device)
         if m.any():
             out[t] = 100 * correct[m].mean().item()
     return out
@@ -118,25 +123,36 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
     for s, q in enumerate(tr_q):
         rows[s, : len(q)] = starts[s] + torch.arange(len(q))
 
-    model = VQAModel(VQAConfig(num_words=len(WORDS), num_answers=len(ANSWERS)))
+    device = torch.device(cfg.device)
+    tr_images, rows, tr_ans, tr_tok, tr_present = (
+        t.to(device) for t in (tr_images, rows, tr_ans, tr_tok, tr_present)
+    )
+    te_images, te_scene, te_tok, te_ans = (t.to(device) for t in (te_images, te_scene, te_tok, te_ans))
+    model = VQAModel(VQAConfig(
+        num_words=len(WORDS), num_answers=len(ANSWERS), coords=cfg.coords, map_size=cfg.map_size
+    )).to(device)
     # auxiliary object-recognition head on the image embedding (not part of the saved model): our
     # stand-in for the ImageNet pre-training of Antol et al.'s image encoder
-    aux = torch.nn.Linear(model.config.embed_dim, tr_present.shape[1])
+    aux = torch.nn.Linear(model.config.embed_dim, tr_present.shape[1]).to(device)
     params = [*model.parameters(), *aux.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((cfg.train_scenes + cfg.batch_scenes - 1) // cfg.batch_scenes)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(cfg.seed)
+    maps: list[Tensor] = []  # the explained layer's output of the current step (for activity_l1)
+    hook = model.get_submodule(model.target_layer).register_forward_hook(lambda m, i, o: maps.append(o))
     model.train()
+    step = 0
     for epoch in range(cfg.epochs):
-        order = torch.randperm(cfg.train_scenes, generator=gen)
+        order = torch.randperm(cfg.train_scenes, generator=gen).to(device)
         total, n = 0.0, 0
         for s in range(0, cfg.train_scenes, cfg.batch_scenes):
             scenes = order[s : s + cfg.batch_scenes]  # (b,)
+            maps.clear()
             img = model.image_encoder(tr_images[scenes].float() / 255)  # (b, D), once per scene
             r = rows[scenes]  # (b, per)
             valid = r >= 0
-            local = torch.arange(len(scenes))[:, None].expand_as(r)[valid]  # (Q,) scene of each question
+            local = torch.arange(len(scenes), device=device)[:, None].expand_as(r)[valid]  # (Q,)
             qrows = r[valid]
             q = model.question_encoder(tr_tok[qrows])  # (Q, D)
             logits = model.classifier(img[local] * q)  # (Q, A)
@@ -145,6 +161,12 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
                 loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(
                     aux(img), tr_present[scenes]
                 )
+            if cfg.activity_l1 > 0:  # maps are >= 0 (after a ReLU): their mean is their L1 norm
+                # ramped up from 0: at full strength from the first step, it switches the maps off
+                # before they have learned anything (training collapses to the answer prior)
+                ramp = min(1.0, step / max(1.0, cfg.activity_warmup * steps))
+                loss = loss + ramp * cfg.activity_l1 * maps[0].mean()
+            step += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -160,6 +182,11 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
                 + f") ({time.time() - t0:.0f} s)",
                 flush=True,
             )
+    hook.remove()
+    model = model.cpu()
+    tr_ans, te_images, te_scene, te_tok, te_ans = (
+        t.cpu() for t in (tr_ans, te_images, te_scene, te_tok, te_ans)
+    )
     model.eval()
     acc = evaluate_accuracy(model, te_images, te_scene, te_tok, te_ans, te_types)
     prior = answer_prior(tr_ans, te_ans, te_types, tr_types)
@@ -221,6 +248,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--aux-weight", type=float, default=d.aux_weight)
     p.add_argument("--batch-scenes", type=int, default=d.batch_scenes)
+    p.add_argument("--coords", action="store_true", help="add CoordConv channels (x, y) at the input")
+    p.add_argument("--map-size", type=int, default=d.map_size, choices=(8, 16))
+    p.add_argument("--activity-l1", type=float, default=d.activity_l1,
+                   help="L1 penalty on the explained maps (sparser maps: less energy off the objects)")
+    p.add_argument("--activity-warmup", type=float, default=d.activity_warmup,
+                   help="share of the training steps over which --activity-l1 ramps up from 0")
+    p.add_argument("--device", default=d.device, help="cpu (the committed model) or cuda (not bit-for-bit)")
     p.add_argument(
         "--threads",
         type=int,
@@ -244,6 +278,11 @@ def _run(args: argparse.Namespace) -> int:
         lr=args.lr,
         aux_weight=args.aux_weight,
         batch_scenes=args.batch_scenes,
+        coords=args.coords,
+        map_size=args.map_size,
+        activity_l1=args.activity_l1,
+        activity_warmup=args.activity_warmup,
+        device=args.device,
     )
     train(cfg, args.out)
     return 0
