@@ -352,3 +352,29 @@ def test_vqa2_missing_files_say_what_and_where(tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="set checkpoint"):
         load_vqa2(str(tmp_path), checkpoint=str(tmp_path / "other.pt"))
+
+
+# ---- training --------------------------------------------------------------------------------------
+def test_training_is_deterministic_and_loads(tmp_path):
+    """Two short trainings under the same seed write the same weights (same sha256), the manifest
+    records the recipe and the scores, and the checkpoint loads back as the model that was trained."""
+    from cam_core.vqa.training import TrainConfig, load_checkpoint, train
+
+    cfg = TrainConfig(train_scenes=64, test_scenes=16, epochs=2, batch_scenes=16)
+    a = train(cfg, tmp_path / "a", log=False)
+    b = train(cfg, tmp_path / "b", log=False)
+    assert a["sha256"] == b["sha256"]
+    assert a["train"]["activity_l1"] == 0.5 and a["train"]["map_size"] == 16
+    assert set(a["accuracy"]) >= {"all", "shape", "colour"} and 0 <= a["accuracy"]["all"] <= 100
+    other = train(TrainConfig(train_scenes=64, test_scenes=16, epochs=2, batch_scenes=16, seed=1),
+                  tmp_path / "c", log=False)
+    assert other["sha256"] != a["sha256"]
+    model = load_checkpoint(tmp_path / "a" / "shapes_vqa.pt")
+    assert not model.training and model.target_layer == LAYER
+
+
+def test_missing_checkpoint_says_how_to_make_it(tmp_path):
+    from cam_core.vqa.training import load_checkpoint
+
+    with pytest.raises(FileNotFoundError, match="python -m cam_core train-vqa"):
+        load_checkpoint(tmp_path / "nope.pt")

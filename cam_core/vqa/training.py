@@ -224,7 +224,7 @@ def load_checkpoint(path: Path | str | None = None, device: str | torch.device =
     if not path.is_file():
         raise FileNotFoundError(
             f"no VQA checkpoint at {path}; create it with `python -m cam_core train-vqa` "
-            f"(about {TrainConfig.epochs} epochs, a few minutes on a CPU)"
+            f"({TrainConfig.epochs} epochs, about 15 minutes on one CPU core)"
         )
     blob = torch.load(path, map_location=device, weights_only=True)
     if list(blob["words"]) != list(WORDS) or list(blob["answers"]) != list(ANSWERS):
