@@ -101,7 +101,7 @@ class AddCoords(nn.Module):
         return torch.cat([x, xs, ys], dim=1)
 
 
-def small_image_encoder(embed_dim: int, coords: bool = True, map_size: int = 8) -> ImageEncoder:
+def small_image_encoder(embed_dim: int, coords: bool = False, map_size: int = 16) -> ImageEncoder:
     """VGG-style CNN for 64 px scenes: conv-BN-ReLU blocks with max-pools (last maps 16x16, or 8x8
     with ``map_size=8``), a last max-pool (global), FC-ReLU-FC-BN-tanh.
 
@@ -109,7 +109,7 @@ def small_image_encoder(embed_dim: int, coords: bool = True, map_size: int = 8) 
     head has to learn every position apart, and in our runs it never learned to tell the shapes
     apart within the CPU budget. The committed model (``python -m cam_core train-vqa``) keeps 16x16
     maps and is trained with an L1 penalty on them (``TrainConfig.activity_l1``): with 8x8 maps and
-    no penalty, 61-69% of LIFT-CAM's energy lay on the background (the maps' resolution alone
+    no penalty, 61-65% of LIFT-CAM's energy lay on the background (the maps' resolution alone
     caps the box's share at 66% for an ideal 8x8 map of an 8%-of-the-image box, 82% at 16x16) and
     ~1% of single-object questions had more than half of it in the object's box; with both, 92%.
     ``coords=True`` appends CoordConv channels (:class:`AddCoords`); it did not help the relation
