@@ -195,6 +195,35 @@ def test_single_object_questions_are_localized_by_lift_cam():
     assert share > share_mostly_inside(loc, "Grad-CAM", threshold=0.5)
 
 
+def test_localization_summaries_agree_on_hand_made_rows():
+    """summarize (per type), single_object_summary (shape + colour pooled) and share_mostly_inside."""
+    import pandas as pd
+
+    from cam_core.vqa import localization
+
+    rows = pd.DataFrame({
+        "method": ["A", "A", "A", "B", "B"],
+        "question_type": ["shape", "colour", "left", "shape", "colour"],
+        "energy": [0.6, 0.4, 0.9, 0.7, 0.8],
+        "hit": [1.0, 0.0, 1.0, 1.0, 1.0],
+        "box_share": [0.1, 0.1, 0.2, 0.1, 0.1],
+        "beats_others": [1.0, 0.0, float("nan"), 1.0, 1.0],
+    })
+    per_type = localization.summarize(rows)
+    assert per_type.loc[("A", "colour"), "mostly_inside"] == 0.0
+    assert per_type.loc[("A", "left"), "energy"] == pytest.approx(90.0)
+    single = localization.single_object_summary(rows)  # "left" is not a single-object type
+    assert single.loc["A", "questions"] == 2 and single.loc["A", "energy"] == pytest.approx(50.0)
+    assert single.loc["A", "mostly_inside"] == pytest.approx(50.0)
+    assert single.loc["B", "beats_others"] == pytest.approx(100.0)
+    assert localization.share_mostly_inside(rows, "A") == pytest.approx(0.5)
+    assert localization.share_mostly_inside(rows, "B") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no rows for method 'C'"):
+        localization.share_mostly_inside(rows, "C")
+    with pytest.raises(ValueError, match="nearest"):
+        localization.single_object_summary(rows, types=("nearest",))
+
+
 def test_beats_others_is_computed_against_every_object(model):
     """The localization helper on a hand-made map: all energy on the referenced object's box."""
     from cam_core.vqa.localization import _beats_other_objects

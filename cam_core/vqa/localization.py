@@ -17,6 +17,7 @@ import torch
 from cam_core.benchmarks.base import Benchmark
 from cam_core.methods.registry import get_method
 from cam_core.metrics.localization import batch_masks, boxes_mask, energy_pointing_game, pointing_game
+from cam_core.vqa.questions import SINGLE_OBJECT_TYPES
 
 
 def referenced_energy(
@@ -80,36 +81,49 @@ def _beats_other_objects(bench: Benchmark, batch: Any, saliency: torch.Tensor) -
     return torch.tensor(out)
 
 
+_PERCENT = ["energy", "mostly_inside", "hit", "box_share", "beats_others"]
+
+
+def _aggregate(df: pd.DataFrame, by: list[str], threshold: float) -> pd.DataFrame:
+    """Mean of every per-question score (in %) per group of ``by``, and the group's size."""
+    if df.empty:
+        raise ValueError("no localization rows to summarize")
+    g = df.assign(mostly_inside=(df["energy"] > threshold).astype(float))
+    out = g.groupby(by, sort=False).agg(
+        **{c: (c, "mean") for c in _PERCENT}, questions=("energy", "size")
+    )
+    out[_PERCENT] = 100 * out[_PERCENT]
+    return out
+
+
 def summarize(df: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     """Per method x question type: mean energy (%), the share of questions whose map has more than
     ``threshold`` of its energy in the referenced boxes (%), the pointing-game hit rate (%), the
     boxes' mean share of the image (%, a uniform map's energy), and how often (%) the answer's
     object's box holds more energy than every other object's box (``beats_others``; NaN where the
     benchmark does not know every object)."""
-    if df.empty:
-        raise ValueError("no localization rows to summarize")
-    g = df.assign(mostly_inside=(df["energy"] > threshold).astype(float))
-    out = g.groupby(["method", "question_type"], sort=False).agg(
-        energy=("energy", "mean"),
-        mostly_inside=("mostly_inside", "mean"),
-        hit=("hit", "mean"),
-        box_share=("box_share", "mean"),
-        beats_others=("beats_others", "mean"),
-        questions=("energy", "size"),
-    )
-    pct = ["energy", "mostly_inside", "hit", "box_share", "beats_others"]
-    out[pct] = 100 * out[pct]
-    return out
+    return _aggregate(df, ["method", "question_type"], threshold)
+
+
+def single_object_summary(
+    df: pd.DataFrame, types: Sequence[str] = SINGLE_OBJECT_TYPES, threshold: float = 0.5
+) -> pd.DataFrame:
+    """The columns of :func:`summarize` per method, over the questions about one object (``types``)
+    taken together: the issue's localization property is ``mostly_inside`` of LIFT-CAM."""
+    sel = df[df["question_type"].isin(list(types))]
+    if sel.empty:
+        raise ValueError(f"no localization rows for question types {list(types)}")
+    return _aggregate(sel, ["method"], threshold)
 
 
 def share_mostly_inside(
     df: pd.DataFrame,
     method: str = "LIFT-CAM",
-    types: Sequence[str] = ("shape", "colour"),
+    types: Sequence[str] = SINGLE_OBJECT_TYPES,
     threshold: float = 0.5,
 ) -> float:
     """Share (in [0, 1]) of ``types`` questions whose ``method`` map has > ``threshold`` energy in the box."""
-    sel = df[(df["method"] == method) & df["question_type"].isin(list(types))]
-    if sel.empty:
+    table = single_object_summary(df, types, threshold)
+    if method not in table.index:
         raise ValueError(f"no rows for method {method!r} and question types {list(types)}")
-    return float(torch.tensor((sel["energy"] > threshold).to_numpy(), dtype=torch.float32).mean())
+    return float(table.loc[method, "mostly_inside"]) / 100
