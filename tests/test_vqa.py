@@ -402,6 +402,25 @@ def test_training_is_deterministic_and_loads(tmp_path):
     assert not model.training and model.target_layer == LAYER
 
 
+def test_train_vqa_flags_cover_the_config():
+    """Every TrainConfig field has a train-vqa flag, and the defaults are the committed recipe."""
+    import argparse
+    from dataclasses import asdict
+
+    from cam_core.vqa.training import TrainConfig, add_command, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    assert config_from_args(parser.parse_args(["train-vqa"])) == TrainConfig()
+    flags = ["train-vqa", "--coords", "--map-size", "8", "--weight-decay", "0"]
+    cfg = config_from_args(parser.parse_args(flags))
+    assert (cfg.coords, cfg.map_size, cfg.weight_decay) == (True, 8, 0.0)
+    from cam_core.vqa.training import DEFAULT_DIR, MANIFEST
+
+    recipe = json.loads((DEFAULT_DIR / MANIFEST).read_text())["train"]
+    assert recipe == asdict(TrainConfig())  # the committed model was trained with the defaults
+
+
 def test_missing_checkpoint_says_how_to_make_it(tmp_path):
     from cam_core.vqa.training import load_checkpoint
 

@@ -16,7 +16,7 @@ import argparse
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -139,16 +139,18 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
     steps = cfg.epochs * ((cfg.train_scenes + cfg.batch_scenes - 1) // cfg.batch_scenes)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(cfg.seed)
-    maps: list[Tensor] = []  # the explained layer's output of the current step (for activity_l1)
-    hook = model.get_submodule(model.target_layer).register_forward_hook(lambda m, i, o: maps.append(o))
+    # the explained layer's output of the current training step (for activity_l1; not in eval mode,
+    # so the held-out evaluation between epochs does not keep its maps alive)
+    maps: dict[str, Tensor] = {}
+    hook = model.get_submodule(model.target_layer).register_forward_hook(
+        lambda m, i, o: maps.update(last=o) if m.training else None
+    )
     model.train()
-    step = 0
     for epoch in range(cfg.epochs):
         order = torch.randperm(cfg.train_scenes, generator=gen).to(device)
         total, n = 0.0, 0
         for s in range(0, cfg.train_scenes, cfg.batch_scenes):
             scenes = order[s : s + cfg.batch_scenes]  # (b,)
-            maps.clear()
             img = model.image_encoder(tr_images[scenes].float() / 255)  # (b, D), once per scene
             r = rows[scenes]  # (b, per)
             valid = r >= 0
@@ -164,9 +166,8 @@ def train(cfg: TrainConfig, out_dir: Path | str = DEFAULT_DIR, log: bool = True)
             if cfg.activity_l1 > 0:  # maps are >= 0 (after a ReLU): their mean is their L1 norm
                 # ramped up from 0: at full strength from the first step, it switches the maps off
                 # before they have learned anything (training collapses to the answer prior)
-                ramp = min(1.0, step / max(1.0, cfg.activity_warmup * steps))
-                loss = loss + ramp * cfg.activity_l1 * maps[0].mean()
-            step += 1
+                ramp = min(1.0, sched.last_epoch / max(1.0, cfg.activity_warmup * steps))  # steps done
+                loss = loss + ramp * cfg.activity_l1 * maps["last"].mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -247,6 +248,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--questions-per-type", type=int, default=d.questions_per_type)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--aux-weight", type=float, default=d.aux_weight)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--batch-scenes", type=int, default=d.batch_scenes)
     p.add_argument("--coords", action="store_true", help="add CoordConv channels (x, y) at the input")
     p.add_argument("--map-size", type=int, default=d.map_size, choices=(8, 16))
@@ -266,23 +268,13 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``train-vqa`` arguments (one flag per field)."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(
-        seed=args.seed,
-        epochs=args.epochs,
-        train_scenes=args.train_scenes,
-        test_scenes=args.test_scenes,
-        questions_per_type=args.questions_per_type,
-        lr=args.lr,
-        aux_weight=args.aux_weight,
-        batch_scenes=args.batch_scenes,
-        coords=args.coords,
-        map_size=args.map_size,
-        activity_l1=args.activity_l1,
-        activity_warmup=args.activity_warmup,
-        device=args.device,
-    )
-    train(cfg, args.out)
+    train(config_from_args(args), args.out)
     return 0
