@@ -12,10 +12,7 @@ import torchvision
 
 import cam_core as cc
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
+pytestmark = pytest.mark.cuda  # skipped without a GPU (tests/conftest.py)
 
 
 @pytest.mark.parametrize("name", [*cc.PAPER_METHODS, "SHAP-CAM", "CAM"])

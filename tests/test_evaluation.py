@@ -263,7 +263,6 @@ def test_cli_prints_the_summary(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_run_matches_cpu():
     """Metrics and runner on CUDA: same table as on the CPU (to float tolerance), tensors stay on the GPU."""
     run = {**RUN, "metrics": METRICS + ["cosine"], "reference": "Grad-CAM", "cache": None}

@@ -145,7 +145,6 @@ def test_shap_cam_bad_arguments() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_shap_cam_same_estimate_on_cpu_and_cuda() -> None:
     torch.manual_seed(5)
     model = small_vgg().double()
