@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from captum_compat import split_block_relus
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -92,29 +93,12 @@ def test_summation_to_delta(make_head, zero_reference: bool) -> None:
     assert not torch.allclose(grad_x_input, contrib, atol=1e-6)
 
 
-def split_relus(head: nn.Module) -> nn.Module:
-    """A copy of a head of BasicBlocks where each block uses two distinct ReLU modules (for Captum)."""
-    head = copy.deepcopy(head)
-
-    def forward(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + identity)
-
-    for block in head.modules():
-        if isinstance(block, BasicBlock):
-            block.relu2 = nn.ReLU(inplace=True)
-            block.forward = forward.__get__(block)
-    return head
-
-
 def test_reused_relu_equals_distinct_relus_and_captum() -> None:
     from captum.attr import DeepLift
 
     torch.manual_seed(1)
     head = randomise_bn(resnet_style_head()).double().eval()
-    distinct = split_relus(head)
+    distinct = split_block_relus(head)
     a = torch.rand(2, 8, 5, 5, dtype=torch.float64)
     t = torch.tensor([1, 2])
     ours = deeplift(head, a, t)

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 import torchvision
+from captum_compat import split_block_relus
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 import cam_core as cc
 from cam_core import shapley
@@ -24,23 +24,6 @@ def captum_deeplift_alpha(model: nn.Module, layer: str, a: torch.Tensor, t: torc
         warnings.simplefilter("ignore")
         contrib = DeepLift(head).attribute(a.clone(), target=t, baselines=torch.zeros_like(a))
     return contrib.sum(dim=(2, 3)).detach()
-
-
-def split_block_relus(model: nn.Module) -> nn.Module:
-    """A copy whose BasicBlocks use two distinct ReLU modules (Captum cannot handle a reused one)."""
-    model = copy.deepcopy(model)
-
-    def forward(self: BasicBlock, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu2(out + identity)
-
-    for block in model.modules():
-        if isinstance(block, BasicBlock):
-            block.relu2 = nn.ReLU(inplace=True)
-            block.forward = forward.__get__(block)
-    return model
 
 
 def local_accuracy_gap(model: nn.Module, layer: str, res: cc.CAMResult) -> torch.Tensor:
