@@ -156,6 +156,7 @@ def test_failing_chapter_fails_the_command(tmp_path, capsys, monkeypatch):
         smoke=True,
         seed=None,
         skip_execute=False,
+        no_html=False,
         cell_timeout=60,
         allow_warnings=False,
     )
