@@ -357,21 +357,27 @@ def convergence(estimate: Callable[[int, int], torch.Tensor], reference: torch.T
         long frame ``orderings, seed, image, rel_error, cosine`` with
         ``rel_error = |phi_P - ref| / |ref|`` and the cosine similarity to ``ref`` per image.
     """
-    from cam_core.metrics.similarity import cosine_similarity
+    from cam_core.metrics.similarity import cosine_similarity, relative_error
 
     ref = reference.detach().double()
-    ref_norm = ref.norm(dim=1).clamp_min(1e-12)
     rows = []
     for p in orderings:
         for s in seeds:
             est = estimate(int(p), int(s)).detach().double().to(ref.device)  # (N, K)
             if est.shape != ref.shape:
                 raise ValueError(f"estimate returned {tuple(est.shape)}, the reference is {tuple(ref.shape)}")
-            rel = ((est - ref).norm(dim=1) / ref_norm).cpu().numpy()
+            rel = relative_error(est, ref).cpu().numpy()
             cos = cosine_similarity(est, ref).cpu().numpy()
             rows += [(int(p), int(s), i, float(r), float(c))
                      for i, (r, c) in enumerate(zip(rel, cos, strict=True))]
     return pd.DataFrame(rows, columns=["orderings", "seed", "image", "rel_error", "cosine"])
+
+
+def orderings_to_match(curve: pd.DataFrame, error: float) -> int | None:
+    """The smallest number of orderings whose mean ``rel_error`` in ``curve`` (from :func:`convergence`)
+    is at most ``error`` (e.g. LIFT-CAM's), or None when no P tried comes as close."""
+    mean = curve.groupby("orderings")["rel_error"].mean().sort_index()
+    return next((int(p) for p, e in mean.items() if e <= error), None)
 
 
 def loglog_slope(curve: pd.DataFrame, x: str = "orderings", y: str = "rel_error") -> float:

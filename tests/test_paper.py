@@ -170,6 +170,13 @@ def test_convergence_of_a_known_estimator():
     np.testing.assert_allclose(curve["rel_error"], 0.3 / np.sqrt(curve["orderings"]), rtol=1e-6)
     assert paper.loglog_slope(curve) == pytest.approx(-0.5, abs=1e-6)
     assert (curve.groupby("orderings")["cosine"].mean().diff().dropna() > 0).all()
+    # errors 0.3, 0.15, 0.075, 0.0375: the first P at least as close as an estimate of error 0.1 is 16
+    assert paper.orderings_to_match(curve, 0.1) == 16
+    assert paper.orderings_to_match(curve, 0.31) == 1
+    assert paper.orderings_to_match(curve, 0.01) is None
+    import cam_core as cc
+
+    np.testing.assert_allclose(cc.metrics.relative_error(estimate(4, 0), ref).numpy(), 0.15, rtol=1e-6)
     fig = paper.plot_convergence(curve)
     assert fig.axes[0].get_xscale() == "log"
 

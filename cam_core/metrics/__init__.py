@@ -30,7 +30,7 @@ from cam_core.metrics.localization import (
     energy_pointing_game,
     pointing_game,
 )
-from cam_core.metrics.similarity import cosine_similarity, head_delta, local_accuracy_error
+from cam_core.metrics.similarity import cosine_similarity, head_delta, local_accuracy_error, relative_error
 
 #: metric -> True when higher is better (the paper's convention for each column)
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -51,5 +51,5 @@ __all__ = [
     "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
     "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tiled_target_softmax",
     "batch_masks", "boxes_mask", "default_tolerance", "energy_pointing_game", "pointing_game",
-    "cosine_similarity", "head_delta", "local_accuracy_error",
+    "cosine_similarity", "head_delta", "local_accuracy_error", "relative_error",
 ]

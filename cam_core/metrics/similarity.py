@@ -21,6 +21,16 @@ def cosine_similarity(alpha: Tensor, reference: Tensor, eps: float = 1e-12) -> T
     return torch.where(den > eps, num / den.clamp_min(eps), torch.zeros_like(num)).to(alpha.dtype)
 
 
+def relative_error(alpha: Tensor, reference: Tensor, eps: float = 1e-12) -> Tensor:
+    r"""Per image ``|alpha - ref| / |ref|`` of (N, K) coefficient vectors -> (N,), in float64
+    (the distance of an estimate, e.g. SHAP-CAM with P orderings or LIFT-CAM, to reference values)."""
+    if alpha.shape != reference.shape or alpha.dim() != 2:
+        raise ValueError(f"alpha and reference must both be (N, K); got {tuple(alpha.shape)} and "
+                         f"{tuple(reference.shape)}")
+    a, r = alpha.double(), reference.double().to(alpha.device)
+    return (a - r).norm(dim=1) / r.norm(dim=1).clamp_min(eps)
+
+
 def head_delta(head: nn.Module, activations: Tensor, target: Tensor) -> Tensor:
     r"""``F^c(A) - F^c(0)`` per image (N,): what the coefficients must sum to under local accuracy (Eq. 8).
 
