@@ -28,7 +28,9 @@ import torch
 from torch import Tensor
 
 from cam_core import metrics as M
-from cam_core.methods.base import BaseCAM, eval_mode
+from cam_core.methods.base import BaseCAM
+from cam_core.names import lookup
+from cam_core.runtime import eval_mode
 
 #: every metric the runner knows, in table order
 METRICS: tuple[str, ...] = (
@@ -70,13 +72,9 @@ _BATCH_FILE = re.compile(r"^batch_(\d{5})\.json$")
 def _method_factory(spec: MethodSpec) -> tuple[str, Callable[..., BaseCAM]]:
     """(table name, factory(model, target_layer, **kw)) for a method name or a BaseCAM subclass."""
     if isinstance(spec, str):
-        from cam_core.methods.registry import METHODS
+        from cam_core.methods.registry import method_class
 
-        norm = lambda s: "".join(ch for ch in s.lower() if ch.isalnum() or ch == "+")
-        found = {norm(k): (k, cls) for k, cls in METHODS.items()}.get(norm(spec))
-        if found is None:
-            raise ValueError(f"unknown CAM method {spec!r}; valid names: {', '.join(METHODS)}")
-        return found  # (canonical table name, class): "liftcam" -> "LIFT-CAM"
+        return method_class(spec)  # (canonical table name, class): "liftcam" -> "LIFT-CAM"
     if isinstance(spec, type) and issubclass(spec, BaseCAM):
         return spec.name, spec
     raise ValueError(f"a method must be a table name such as 'LIFT-CAM' or a BaseCAM subclass, got {spec!r}")
@@ -85,8 +83,7 @@ def _method_factory(spec: MethodSpec) -> tuple[str, Callable[..., BaseCAM]]:
 def _check_metrics(metrics: Sequence[str]) -> list[str]:
     out = []
     for m in metrics:
-        if m not in METRICS:
-            raise ValueError(f"unknown metric {m!r}; valid metrics: {', '.join(METRICS)}")
+        m, _ = lookup(m, METRICS, "metric")  # case-insensitive, like method names: "ic" -> "IC"
         if m not in out:
             out.append(m)
     return out

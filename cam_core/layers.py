@@ -39,3 +39,11 @@ def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str,
         f"target_layer {target_layer!r} is not a layer of {type(model).__name__}.{hint} "
         f"Valid names: {listing}"
     )
+
+
+def sequential_leaves(module: nn.Module) -> list[nn.Module]:
+    """The chain of modules a plain (nested) ``nn.Sequential`` runs, in order; ``[module]`` for anything
+    else (a Sequential subclass with its own ``forward`` is one step: its chain is not known)."""
+    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
+        return [leaf for child in module for leaf in sequential_leaves(child)]
+    return [module]

@@ -14,11 +14,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _mpl() -> Any:
@@ -153,3 +156,17 @@ def dataset_examples(data_dir: str | os.PathLike[str] | None = None,
     if out is not None:
         save_figure(fig, out, dpi=80)
     return fig
+
+
+def plot_convergence(curve: pd.DataFrame, ax: Any = None, label: str | None = None) -> Any:
+    """Mean relative error against the number of orderings (log-log), with a 1/sqrt(P) guide."""
+    if ax is None:
+        _, ax = _mpl().subplots(figsize=(4.5, 3.4))
+    stats = curve.groupby("orderings")["rel_error"].agg(["mean", "std"])
+    p = stats.index.to_numpy(float)
+    ax.errorbar(p, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=label or "measured")
+    guide = stats["mean"].iloc[0] * np.sqrt(p[0] / p)
+    ax.plot(p, guide, "k--", lw=1, label=r"$\propto 1/\sqrt{P}$")
+    ax.set(xscale="log", yscale="log", xlabel="orderings P", ylabel="relative error")
+    ax.legend(frameon=False)
+    return ax.figure

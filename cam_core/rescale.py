@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.methods.base import eval_mode
+from cam_core.runtime import eval_mode
+from cam_core.targets import as_target
 
 Rule = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 
@@ -160,15 +161,6 @@ class _RuleFunction(torch.autograd.Function):
         return multiplier, None, None, None, None
 
 
-def _as_target(target: int | Tensor, n: int, device: torch.device) -> Tensor:
-    t = torch.as_tensor(target, device=device).long()
-    if t.dim() == 0:
-        t = t.expand(n)
-    if t.shape != (n,):
-        raise ValueError(f"target must be an int or a tensor of shape ({n},), got shape {tuple(t.shape)}")
-    return t
-
-
 def _is_leaf(module: nn.Module) -> bool:
     return next(module.children(), None) is None
 
@@ -207,7 +199,7 @@ def deeplift(
     a = activations.detach()
     n = a.shape[0]
     ref = torch.zeros_like(a) if reference is None else reference.detach().to(a).expand_as(a)
-    t = _as_target(target, n, a.device)
+    t = as_target(target, n, a.device)
     table: dict[type[nn.Module], Rule] = {**RULES, **(rules or {})}
     slots: dict[nn.Module, Tensor] = {}
 

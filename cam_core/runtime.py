@@ -1,11 +1,17 @@
-"""Device choice and seeding: explicit, no global state beyond what torch/numpy own."""
+"""Device choice, seeding and eval mode: explicit, no global state beyond what torch/numpy own.
+
+The bottom of the package: methods, kernels and metrics import from here, never the reverse.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -30,3 +36,15 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each one's ``training`` flag on exit (even on error)."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag

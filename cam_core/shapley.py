@@ -20,7 +20,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from cam_core.methods.base import eval_mode
+from cam_core.layers import sequential_leaves
+from cam_core.runtime import eval_mode
+from cam_core.targets import as_target
 
 __all__ = ["exact", "permutation", "linear_closed_form", "orderings", "MAX_EXACT_MAPS"]
 
@@ -32,13 +34,7 @@ def _check(activations: Tensor, target: int | Tensor) -> tuple[Tensor, Tensor]:
     if not isinstance(activations, Tensor) or activations.dim() != 4:
         shape = tuple(activations.shape) if isinstance(activations, Tensor) else type(activations).__name__
         raise ValueError(f"activations must be (N, K, h, w), got {shape}")
-    n = activations.shape[0]
-    t = torch.as_tensor(target, device=activations.device).long()
-    if t.dim() == 0:
-        t = t.expand(n)
-    if t.shape != (n,):
-        raise ValueError(f"target must be an int or a tensor of shape ({n},), got shape {tuple(t.shape)}")
-    return activations.detach(), t
+    return activations.detach(), as_target(target, activations.shape[0], activations.device)
 
 
 @torch.no_grad()
@@ -108,13 +104,6 @@ def orderings(n_orderings: int, k: int, seed: int) -> Tensor:
     return torch.argsort(keys, dim=1, stable=True)
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    """The chain of modules a plain (nested) ``nn.Sequential`` runs; ``[module]`` for anything else."""
-    if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-        return [leaf for child in module for leaf in _leaves(child)]
-    return [module]
-
-
 #: modules that act on each channel separately and map an all-zero channel to zero, so they
 #: commute with zeroing maps (``P(A with map k zeroed) = P(A) with channel k zeroed``)
 _CHANNELWISE = (
@@ -135,7 +124,7 @@ _CHANNELWISE = (
 
 def _fast_split(head: nn.Module, k: int) -> tuple[nn.Module, nn.Linear, list[nn.Module]] | None:
     """``(stem, first_linear, rest)`` if ``head`` = channel-wise ops -> Flatten -> Linear -> rest."""
-    chain = _leaves(head)
+    chain = sequential_leaves(head)
     i = 0
     while i < len(chain) and type(chain[i]) in _CHANNELWISE:
         i += 1

@@ -12,7 +12,7 @@ from torch import nn
 
 import cam_core as cc
 from cam_core import shapley
-from cam_core.methods.base import eval_mode
+from cam_core.runtime import eval_mode
 
 
 def captum_deeplift_alpha(model: nn.Module, layer: str, a: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,7 @@ explained batch and is laid out in *tiles*: row ``b`` belongs to image ``b % N``
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cam_core.layers import resolve_layer
+from cam_core.runtime import eval_mode
 from cam_core.split import Split, split_model
+from cam_core.targets import as_target
 
 
 @dataclass
@@ -72,18 +73,6 @@ class CAMContext:
                 "split at the target layer; pass split=(body, head) to the method."
             )
         return self.head
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode; restore each one's ``training`` flag on exit (even on error)."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def normalize_per_image(maps: Tensor, eps: float = 1e-12) -> Tensor:
@@ -182,17 +171,7 @@ class BaseCAM:
         n, num_classes = logits.shape
         if target is None:
             return logits.argmax(dim=1)
-        t = torch.as_tensor(target, device=logits.device).long()
-        if t.dim() == 0:
-            t = t.expand(n).clone()
-        if t.shape != (n,):
-            raise ValueError(f"target must be None, an int or a tensor of shape ({n},); "
-                             f"got shape {tuple(t.shape)}")
-        if bool(((t < 0) | (t >= num_classes)).any()):
-            raise ValueError(f"target out of range: the model has {num_classes} classes "
-                             f"(0 .. {num_classes - 1}), "
-                             f"got {t.tolist()}")
-        return t
+        return as_target(target, n, logits.device, num_classes)
 
     def _forward(self, x: Tensor, target: int | Tensor | None) -> CAMContext:
         if self.split is not None:

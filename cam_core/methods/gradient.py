@@ -9,17 +9,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cam_core.layers import sequential_leaves
 from cam_core.methods.base import BaseCAM, CAMContext
 
 # modules that may sit between the global pool and the linear layer of a CAM head
 _PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Identity)
-
-
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    """The modules a Sequential head applies, in order (nested Sequentials flattened)."""
-    if isinstance(module, nn.Sequential):
-        return [leaf for child in module for leaf in _leaves(child)]
-    return [module]
 
 
 def _is_global_avg_pool(module: nn.Module) -> bool:
@@ -34,10 +28,10 @@ def gap_linear_weight(head: nn.Module) -> Tensor:
 
     Raises ``ValueError`` for any other head: CAM (Zhou et al.) is only defined for that architecture.
     """
-    leaves = [m for m in _leaves(head) if not isinstance(m, _PASS_THROUGH)]
+    leaves = [m for m in sequential_leaves(head) if not isinstance(m, _PASS_THROUGH)]
     if len(leaves) == 2 and _is_global_avg_pool(leaves[0]) and isinstance(leaves[1], nn.Linear):
         return leaves[1].weight
-    found = " -> ".join(type(m).__name__ for m in _leaves(head)) or "(empty)"
+    found = " -> ".join(type(m).__name__ for m in sequential_leaves(head)) or "(empty)"
     raise ValueError(
         f"CAM (Zhou et al.) needs a head made of a global average pool followed by one Linear layer "
         f"(e.g. torchvision ResNet at target_layer='layer4'); this head is {found}. Use Grad-CAM, which "

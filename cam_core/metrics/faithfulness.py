@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.methods.base import eval_mode
+from cam_core.runtime import eval_mode
 
 BASELINES = ("zero", "blur", "mean")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cam_core.methods.base import eval_mode
+from cam_core.runtime import eval_mode
 
 
 def cosine_similarity(alpha: Tensor, reference: Tensor, eps: float = 1e-12) -> Tensor:

@@ -1,0 +1,185 @@
+"""The paper's tables beside measured numbers: :func:`compare`, and the orderings it implies.
+
+The embedded benchmarks stand in for the paper's columns (``PAPER_COLUMN``): absolute numbers
+on a synthetic dataset are not expected to match ImageNet; the *ordering* of the methods is what
+can be compared, hence :func:`ranking`, :func:`verdict` and :func:`headline`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from cam_core.metrics import HIGHER_IS_BETTER
+from cam_core.paper.tables import CAPTIONS, PAPER_COLUMN, paper_column
+from cam_core.paper.tables import table as paper_table
+
+
+def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str | None) -> pd.DataFrame:
+    """Normalise a measured summary to long format ``(benchmark, method, metric, measured)``.
+
+    Accepted: a long frame with columns ``method, metric, value`` (plus ``benchmark`` unless
+    ``benchmark=`` is given); a wide frame (index = method, columns = metrics) with ``benchmark=``;
+    or a mapping ``{benchmark: wide frame}``.
+    """
+    if isinstance(measured, Mapping):
+        parts = [_as_long(df, name) for name, df in measured.items()]
+        if not parts:
+            raise ValueError("measured is an empty mapping; pass {benchmark: summary}, at least one entry")
+        return pd.concat(parts, ignore_index=True)
+    if not isinstance(measured, pd.DataFrame):
+        raise ValueError(f"measured must be a pandas DataFrame or a mapping of them, "
+                         f"got {type(measured).__name__}")
+    df = measured
+    if {"method", "metric", "value"} <= set(df.columns):
+        long = df[[c for c in ("benchmark", "method", "metric", "value") if c in df.columns]].copy()
+    else:
+        wide = df.copy()
+        if "method" in wide.columns:
+            wide = wide.set_index("method")
+        wide.index.name = "method"
+        wide.columns = [str(c) for c in wide.columns]
+        long = wide.reset_index().melt(id_vars="method", var_name="metric", value_name="value")
+    if benchmark is not None:
+        long["benchmark"] = benchmark
+    if "benchmark" not in long.columns:
+        raise ValueError("cannot tell which benchmark these numbers are from: add a 'benchmark' column "
+                         "or pass benchmark='shapes-single' (or a paper column such as 'ImageNet')")
+    long = long.rename(columns={"value": "measured"})
+    long["measured"] = pd.to_numeric(long["measured"], errors="coerce")
+    return long[["benchmark", "method", "metric", "measured"]]
+
+
+def compare(measured: pd.DataFrame | Mapping[str, pd.DataFrame], table: int = 3,
+            benchmark: str | None = None) -> pd.DataFrame:
+    """The paper's Table ``table`` beside measured numbers.
+
+    Args:
+        measured: the measured summary, e.g. ``cc.evaluation.summarize(df)`` (index = method,
+            columns = metrics) with ``benchmark=``, a mapping ``{benchmark: summary}``, or a long
+            frame with columns ``benchmark, method, metric, value``. Units as the paper's
+            (IC, AD, ADD and energy in %).
+        table: 1..6.
+        benchmark: the benchmark name for a single wide summary (e.g. ``"shapes-single"``).
+
+    Returns:
+        index ``(dataset, benchmark, method)`` (``dataset`` = the paper's column), columns a
+        MultiIndex ``(metric, kind)`` with kind in ``paper, measured, difference``
+        (``difference = measured - paper``). Only metrics the table has and methods that were
+        measured are kept; a measured method absent from the paper gets NaN in ``paper``.
+    """
+    ref = paper_table(table)
+    long = _as_long(measured, benchmark)
+    long["dataset"] = long["benchmark"].map(paper_column)
+    metrics = list(dict.fromkeys(ref["metric"]))
+    long = long[long["metric"].isin(metrics)]
+    if long.empty:
+        raise ValueError(f"none of Table {table}'s metrics ({', '.join(metrics)}) is in the measured summary")
+    merged = long.merge(ref.rename(columns={"value": "paper"}), on=["dataset", "method", "metric"],
+                        how="left")
+    merged["difference"] = merged["measured"] - merged["paper"]
+    wide = merged.pivot_table(index=["dataset", "benchmark", "method"], columns="metric",
+                              values=["paper", "measured", "difference"], dropna=False, sort=False)
+    wide = wide.swaplevel(0, 1, axis=1)
+    present = [m for m in metrics if m in wide.columns.get_level_values(0)]
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([present, ["paper", "measured", "difference"]],
+                                                           names=["metric", "kind"]))
+    # rows: paper's dataset order, then the paper's method order, then any extra method
+    method_order = list(dict.fromkeys(list(ref["method"]) + list(long["method"])))
+    dataset_order = list(dict.fromkeys(list(PAPER_COLUMN.values())))
+    keys = sorted(wide.index, key=lambda k: (dataset_order.index(k[0]), k[1], method_order.index(k[2])))
+    wide = wide.loc[keys]
+    wide = wide.dropna(how="all", subset=[(m, "measured") for m in present])
+    wide.attrs["table"] = table
+    wide.attrs["caption"] = CAPTIONS[table]
+    return wide
+
+
+def ranking(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> pd.DataFrame:
+    """Per (dataset, benchmark, metric): the best method in the paper and measured here, the rank of
+    ``method`` in each (1 = best), and Kendall's tau between the two orderings (methods in both)."""
+    rows = []
+    for (dataset, bench), block in comparison.groupby(level=["dataset", "benchmark"], sort=False):
+        block = block.droplevel(["dataset", "benchmark"])
+        for metric in dict.fromkeys(comparison.columns.get_level_values(0)):
+            higher = HIGHER_IS_BETTER.get(metric, True)
+            paper = block[(metric, "paper")].dropna()
+            meas = block[(metric, "measured")].dropna()
+            both = paper.index.intersection(meas.index)
+            r_paper = paper.rank(ascending=not higher, method="min")
+            r_meas = meas.rank(ascending=not higher, method="min")
+            rows.append({
+                "dataset": dataset, "benchmark": bench, "metric": metric,
+                "paper_best": (paper.idxmax() if higher else paper.idxmin()) if len(paper) else None,
+                "measured_best": (meas.idxmax() if higher else meas.idxmin()) if len(meas) else None,
+                f"{method} rank (paper)": r_paper.get(method, np.nan),
+                f"{method} rank (measured)": r_meas.get(method, np.nan),
+                "n_measured": len(meas),
+                "n_both": len(both),
+                "kendall_tau": kendall_tau(paper[both].to_numpy(), meas[both].to_numpy()),
+            })
+    return pd.DataFrame(rows)
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-a between two score vectors (NaN for fewer than 2 items; ties count 0)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    i, j = np.triu_indices(n, k=1)
+    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return float(s.sum() / len(s))
+
+
+def verdict(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
+    """Markdown sentences, computed from ``comparison``, on whether the paper's ordering held.
+
+    One line per (benchmark, metric): which method is best in the paper and here, where
+    ``method`` ranks, and the rank agreement (Kendall's tau) over the methods in both."""
+    rk = ranking(comparison, method)
+    if rk.empty:
+        return "_No measured numbers to compare._"
+    lines = []
+    for _, r in rk.iterrows():
+        rp, rm = r[f"{method} rank (paper)"], r[f"{method} rank (measured)"]
+        direction = "higher" if HIGHER_IS_BETTER.get(r.metric, True) else "lower"
+        where = f"**{r.metric}** ({direction} is better) on `{r.benchmark}` (paper: {r.dataset})"
+        if np.isnan(rm):
+            lines.append(f"- {where}: {method} was not measured; best here: {r.measured_best}.")
+            continue
+        if r.paper_best is None:
+            lines.append(f"- {where}: best here **{r.measured_best}**; {method} ranks {int(rm)}; "
+                         "the paper has no number for this column.")
+            continue
+        same = r.measured_best == r.paper_best
+        held = "same as the paper" if same else f"the paper's best is {r.paper_best}"
+        tau = "n/a" if np.isnan(r.kendall_tau) else f"{r.kendall_tau:+.2f}"
+        paper_rank = "" if np.isnan(rp) else f" (in the paper: {int(rp)})"
+        lines.append(f"- {where}: best here **{r.measured_best}** ({held}); {method} ranks "
+                     f"{int(rm)} of {r.n_measured}{paper_rank}; rank agreement with the paper over "
+                     f"{r.n_both} methods, Kendall's tau = {tau}.")
+    return "\n".join(lines)
+
+
+def headline(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
+    """One markdown sentence, computed from ``comparison``: on how many columns ``method`` is the best
+    (here and in the paper), how often it is in the top two, and the mean rank agreement."""
+    rk = ranking(comparison, method)
+    here = rk[rk[f"{method} rank (measured)"].notna()]
+    if here.empty:
+        return f"_{method} was not measured._"
+    n = len(here)
+    best = int((here["measured_best"] == method).sum())
+    top2 = int((here[f"{method} rank (measured)"] <= 2).sum())
+    with_paper = here[here["paper_best"].notna()]
+    text = f"{method} is the best method on {best} of {n} measured columns and in the top two on {top2}"
+    if len(with_paper):
+        paper_best = int((with_paper["paper_best"] == method).sum())
+        taus = with_paper["kendall_tau"].dropna()
+        text += (f"; on the {len(with_paper)} columns the paper reports, "
+                 f"it is the paper's best on {paper_best}")
+        if len(taus):
+            text += f", and the mean rank agreement with the paper is Kendall's tau = {taus.mean():+.2f}"
+    return text + "."
