@@ -44,7 +44,8 @@ _EXPORTS: dict[str, str] = {
     # evaluation
     "evaluate": "cam_core.evaluation",
 }
-_SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods"}
+_SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
+               "statistics"}
 
 
 def __getattr__(name: str) -> Any:

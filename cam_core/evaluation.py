@@ -2,7 +2,8 @@
 
     table = cc.evaluate(bench, methods=cc.PAPER_METHODS, n_images=1000, seed=0)
     table.attrs["summary"]            # {method: {metric: aggregate}}, see summarize()
-    cc.evaluation.summarize(table)    # the same as a DataFrame (methods x metrics)
+    cc.evaluation.summarize(table)    # method, metric, mean, ci_low, ci_high (bootstrap), n, n_nan
+    cc.evaluation.paired(table, "AD", "LIFT-CAM", "Grad-CAM")   # paired difference, CI, p-value
 
 Per batch of images: the benchmark's model for that batch (``bench.model_for``), the target of
 each image, then each method once (timed), whose result every metric reuses. Each finished
@@ -31,6 +32,7 @@ from cam_core import metrics as M
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
 from cam_core.runtime import eval_mode
+from cam_core.statistics import BINARY_METRICS, Paired, holm, paired, paired_table, summarize  # noqa: F401
 
 #: every metric the runner knows, in table order
 METRICS: tuple[str, ...] = (
@@ -395,7 +397,7 @@ def evaluate(
     df.attrs["timings"] = timings
     df.attrs["config"] = json.loads(json.dumps(config, default=str))
     df.attrs["cache"] = str(folder) if folder is not None else None
-    summary = summarize(df)
+    summary = summarize(df, wide=True)
     df.attrs["summary"] = {m: {k: float(v) for k, v in row.items()} for m, row in summary.iterrows()}
     return df
 
@@ -413,30 +415,6 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     return df.astype(
         {"image": "int64", "method": "object", "metric": "object", "value": "float64", "target": "int64"}
     )
-
-
-def summarize(df: pd.DataFrame, wide: bool = True) -> pd.DataFrame:
-    """The paper's aggregates per method x metric: ``SCALE[metric] * mean`` over images, NaN skipped.
-
-    IC = 100 * share of images whose confidence rose, AD / ADD = 100 * mean drop, insertion /
-    deletion = mean AUC, energy = 100 * mean share, pointing = 100 * hit rate, local_accuracy and
-    cosine = plain means. ``wide=True``: a methods x metrics table (rows and columns in the order they
-    first appear); ``wide=False``: long, with ``n`` (images counted) and ``n_nan`` (images with no
-    value, e.g. no box of the target class) per cell.
-    """
-    if df.empty:
-        return pd.DataFrame()
-    g = df.groupby(["method", "metric"], sort=False)["value"]
-    long = pd.DataFrame({"mean": g.mean(), "n": g.count(), "n_nan": g.size() - g.count()}).reset_index()
-    long["value"] = long["mean"] * long["metric"].map(SCALE).fillna(1.0)
-    long = long[["method", "metric", "value", "n", "n_nan"]]
-    if not wide:
-        return long
-    methods = list(dict.fromkeys(df["method"]))
-    metrics = list(dict.fromkeys(df["metric"]))
-    out = long.pivot(index="method", columns="metric", values="value").reindex(index=methods, columns=metrics)
-    out.columns.name = None
-    return out
 
 
 # ---- command line -------------------------------------------------------------------------------
@@ -500,7 +478,7 @@ def _main(args: argparse.Namespace) -> int:
         else results.path(f"evaluate_{bench.name}_{getattr(bench, 'arch', 'model')}")
     )
     results.atomic_write(out, lambda p: df.to_csv(p, index=False))
-    summary = summarize(df)
+    summary = summarize(df, wide=True)
     results.atomic_write(out.with_suffix(".summary.csv"), lambda p: summary.to_csv(p))
     n = df["image"].nunique()
     print(
@@ -509,7 +487,7 @@ def _main(args: argparse.Namespace) -> int:
     )
     with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
         print(summary.to_string())
-    missing = summarize(df, wide=False)
+    missing = summarize(df, ci=None)
     missing = missing[missing["n_nan"] > 0]
     for _, r in missing.iterrows():
         print(

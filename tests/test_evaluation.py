@@ -87,14 +87,16 @@ def test_tidy_table_and_summary_match_the_metrics(tmp_path):
     torch.testing.assert_close(torch.tensor(got.values), want_ad.double(), atol=1e-6, rtol=0)
     assert (df[df.metric == "AD"].set_index("image").loc[idx, "target"].values == t.numpy()).all()
     # summary: IC = 100 * mean indicator, insertion plain mean, NaN (no box of class 2) skipped and counted
-    s = summarize(df)
+    s = summarize(df, wide=True)
     assert s.loc["Grad-CAM", "IC"] == pytest.approx(100 * df[df.metric == "IC"]["value"].mean())
     assert s.loc["Grad-CAM", "insertion"] == pytest.approx(df[df.metric == "insertion"]["value"].mean())
     energy = df[df.metric == "energy"]
     no_box = [(i % 2 == 1 and c == 2) for i, c in zip(energy["image"], energy["target"], strict=True)]
     assert energy["value"].isna().tolist() == no_box
-    long = summarize(df, wide=False).set_index(["method", "metric"])
+    long = summarize(df).set_index(["method", "metric"])
     assert long.loc[("Grad-CAM", "energy"), "n_nan"] == sum(no_box)
+    assert long.loc[("Grad-CAM", "AD"), "mean"] == pytest.approx(s.loc["Grad-CAM", "AD"])
+    assert (long["ci_low"] <= long["mean"]).all() and (long["mean"] <= long["ci_high"]).all()
     assert df.attrs["summary"]["Grad-CAM"]["AD"] == pytest.approx(s.loc["Grad-CAM", "AD"])
     assert set(df.attrs["timings"]) == {"Grad-CAM"} and df.attrs["timings"]["Grad-CAM"] > 0
     pd.concat([df, df])  # attrs are plain dicts: pandas can compare them on concat
@@ -201,7 +203,7 @@ def test_cache_key_depends_on_the_arguments(tmp_path):
 def test_local_accuracy_is_zero_for_lift_cam_and_cosine_to_itself_is_one():
     df = evaluate(FakeBench(), methods=["LIFT-CAM", "Grad-CAM"], metrics=["local_accuracy", "cosine"],
                   reference="LIFT-CAM", n_images=6, batch_size=4, cache=None, progress=False)
-    s = summarize(df)
+    s = summarize(df, wide=True)
     assert s.loc["LIFT-CAM", "local_accuracy"] < 1e-4
     assert s.loc["Grad-CAM", "local_accuracy"] > 1e-3
     assert s.loc["LIFT-CAM", "cosine"] == pytest.approx(1.0)

@@ -19,7 +19,8 @@ from cam_core.paper.tables import table as paper_table
 def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str | None) -> pd.DataFrame:
     """Normalise a measured summary to long format ``(benchmark, method, metric, measured)``.
 
-    Accepted: a long frame with columns ``method, metric, value`` (plus ``benchmark`` unless
+    Accepted: a long frame with columns ``method, metric, value`` (or ``mean``, as
+    ``cc.evaluation.summarize`` gives; plus ``benchmark`` unless
     ``benchmark=`` is given); a wide frame (index = method, columns = metrics) with ``benchmark=``;
     or a mapping ``{benchmark: wide frame}``.
     """
@@ -32,6 +33,8 @@ def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str
         raise ValueError(f"measured must be a pandas DataFrame or a mapping of them, "
                          f"got {type(measured).__name__}")
     df = measured
+    if "value" not in df.columns and {"method", "metric", "mean"} <= set(df.columns):
+        df = df.rename(columns={"mean": "value"})  # cc.evaluation.summarize's long form
     if {"method", "metric", "value"} <= set(df.columns):
         long = df[[c for c in ("benchmark", "method", "metric", "value") if c in df.columns]].copy()
     else:

@@ -1,0 +1,291 @@
+r"""Uncertainty of the tables' numbers: bootstrap intervals, paired tests, Holm's correction.
+
+Every number of the paper's Tables 2-5 is a mean over images. Here each gets an interval, and
+"method A is better than B" becomes a paired test over the same images::
+
+    df = cc.evaluate(bench, methods=cc.PAPER_METHODS, n_images=300)
+    cc.evaluation.summarize(df)                           # method, metric, mean, ci_low, ci_high, n, n_nan
+    cc.evaluation.paired(df, "AD", "LIFT-CAM", "Grad-CAM")  # difference a - b, its CI, a p-value
+    cc.evaluation.paired_table(df, "LIFT-CAM")            # LIFT-CAM vs every other method, Holm-corrected
+
+- Intervals are percentile bootstraps over images (``n_boot`` resamples of the images with
+  replacement), seeded: the same ``seed`` gives the same interval, and each (method, metric) cell
+  draws from its own stream derived from ``seed`` and the cell's names, so a cell's interval does not
+  depend on which other methods are in the frame.
+- :func:`paired` compares two methods on the images both have a value for. For a 0/1 metric (IC's
+  indicator, the hit/miss pointing game) the p-value is McNemar's exact test: under "no difference"
+  each discordant image (one method 1, the other 0) is a fair coin, so the count of images where
+  ``a`` wins is Binomial(discordant, 1/2). For any other metric it is a sign-flip permutation test
+  of the mean difference (under "no difference" each paired difference is as likely to have
+  either sign), with ``n_resamples`` random sign patterns and the ``(1 + hits) / (1 + n_resamples)``
+  estimate, which is never 0. The interval of the difference is a paired bootstrap either way.
+- :func:`holm` adjusts a family of p-values (Holm, 1979), which :func:`paired_table` applies across
+  every comparison of one table (all benchmarks, metrics and methods it holds).
+
+Units follow :data:`cam_core.evaluation.SCALE`: IC/AD/ADD/energy/pointing in %, AUCs plain.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from cam_core.metrics import HIGHER_IS_BETTER
+
+#: the metrics whose per-image values are 0/1 indicators (McNemar's exact test in :func:`paired`)
+BINARY_METRICS: frozenset[str] = frozenset({"IC", "pointing"})
+_CHUNK = 500  # resamples drawn at once (bounds memory at _CHUNK x n_images)
+
+
+def _scale(metric: str) -> float:
+    from cam_core.evaluation import SCALE
+
+    return SCALE.get(metric, 1.0)
+
+
+def _rng(seed: int, *names: str) -> np.random.Generator:
+    """A generator for one cell: ``seed`` plus a stable hash of its names (order of cells irrelevant)."""
+    return np.random.default_rng([int(seed), *(zlib.crc32(n.encode()) for n in names)])
+
+
+def _check_ci(ci: float) -> None:
+    if not 0 < ci < 1:
+        raise ValueError(f"ci must be a coverage in (0, 1), e.g. 0.95; got {ci!r}")
+
+
+def bootstrap_ci(values: np.ndarray, ci: float = 0.95, n_boot: int = 2000, seed: int | np.random.Generator = 0
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (1-D, no NaN): ``(low, high)``.
+
+    NaN for an empty sample; ``(v, v)`` for a single value (nothing to resample)."""
+    _check_ci(ci)
+    v = np.asarray(values, dtype=float).reshape(-1)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    means = np.concatenate([v[rng.integers(0, v.size, (min(_CHUNK, n_boot - i), v.size))].mean(axis=1)
+                            for i in range(0, n_boot, _CHUNK)])
+    tail = (1 - ci) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def summarize(df: pd.DataFrame, ci: float | None = 0.95, seed: int = 0, *, wide: bool = False,
+              n_boot: int = 2000) -> pd.DataFrame:
+    """The tables' aggregates with bootstrap intervals, per method and metric.
+
+    ``mean = SCALE[metric] * mean over images`` (NaN skipped: IC = % of images whose confidence rose,
+    AD / ADD / energy in %, pointing = % hits, AUCs, local_accuracy and cosine plain), its percentile
+    bootstrap interval over images (``ci_low``, ``ci_high``; ``ci=None`` skips the bootstrap and leaves
+    them NaN), ``n`` images with a value and ``n_nan`` without one (e.g. no box of the target class).
+
+    Args:
+        df: :func:`cam_core.evaluation.evaluate`'s tidy frame (``image, method, metric, value``); any
+            other columns among ``benchmark, arch, orderings, run`` are kept as extra group keys.
+        ci: the interval's coverage (0.95 = 95%), or None.
+        seed: the bootstrap's seed (same seed, same intervals).
+        wide: True gives the old methods x metrics table of means (rows and columns in the order they
+            first appear), without intervals.
+        n_boot: bootstrap resamples per cell.
+
+    Returns:
+        long: ``[extra keys..., method, metric, mean, ci_low, ci_high, n, n_nan]``, cells in order of
+        first appearance; wide: see above.
+    """
+    if ci is not None:
+        _check_ci(ci)
+    if df.empty:
+        return pd.DataFrame()
+    missing = {"method", "metric", "value"} - set(df.columns)
+    if missing:
+        raise ValueError(f"df lacks the columns {sorted(missing)}: pass cc.evaluate's tidy frame "
+                         "(image, method, metric, value)")
+    keys = [c for c in ("benchmark", "arch", "orderings", "run") if c in df.columns] + ["method", "metric"]
+    rows = []
+    for cell, g in df.groupby(keys, sort=False, dropna=False):
+        vals = g["value"].to_numpy(float)
+        ok = vals[~np.isnan(vals)]
+        scale = _scale(cell[-1])
+        low = high = float("nan")
+        if ci is not None and ok.size:
+            low, high = bootstrap_ci(ok * scale, ci, n_boot, _rng(seed, *map(str, cell)))
+        mean = float(ok.mean() * scale) if ok.size else float("nan")
+        rows.append((*cell, mean, low, high, int(ok.size), int(vals.size - ok.size)))
+    long = pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n", "n_nan"])
+    if not wide:
+        return long
+    if len(keys) > 2:
+        raise ValueError(f"wide=True needs one run per method (no {keys[:-2]} column); use the long form")
+    methods = list(dict.fromkeys(df["method"]))
+    metrics = list(dict.fromkeys(df["metric"]))
+    out = long.pivot(index="method", columns="metric", values="mean").reindex(index=methods, columns=metrics)
+    out.columns.name = None
+    return out
+
+
+# ---- paired comparisons ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Paired:
+    """One paired comparison ``a - b`` on ``metric`` (in the table's units)."""
+
+    metric: str
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    test: str  # "mcnemar-exact" or "sign-flip"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes: ``min(1, 2 P[X <= min(n10, n01)])``
+    with ``X ~ Binomial(n10 + n01, 1/2)``, ``n10`` = images where ``a`` is 1 and ``b`` is 0; 1.0 when
+    no image is discordant."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    n10, n01 = int((a & ~b).sum()), int((~a & b).sum())
+    n = n10 + n01
+    if n == 0:
+        return 1.0
+    k = min(n10, n01)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return float(min(1.0, 2.0 * tail))
+
+
+def sign_flip_p(d: np.ndarray, n_resamples: int = 10000, seed: int | np.random.Generator = 0) -> float:
+    """Two-sided sign-flip permutation p-value of ``mean(d) = 0`` for paired differences ``d``:
+    ``(1 + #{|mean(s d)| >= |mean(d)|}) / (1 + n_resamples)`` over random signs ``s``."""
+    d = np.asarray(d, dtype=float).reshape(-1)
+    if d.size == 0:
+        return float("nan")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    observed = abs(d.mean()) * (1 - 1e-12)  # ties with the observed value count as extreme
+    hits = 0
+    for i in range(0, n_resamples, _CHUNK):
+        signs = rng.integers(0, 2, (min(_CHUNK, n_resamples - i), d.size)) * 2 - 1
+        hits += int((np.abs(signs @ d) / d.size >= observed).sum())
+    return (1 + hits) / (1 + n_resamples)
+
+
+def _pair_values(df: pd.DataFrame, metric: str, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    sub = df[(df["metric"] == metric) & df["method"].isin([a, b])]
+    for m in (a, b):
+        if not (sub["method"] == m).any():
+            have = sorted(df.loc[df["metric"] == metric, "method"].unique())
+            raise ValueError(f"no {metric!r} values for method {m!r} in df; methods with {metric!r}: {have}")
+    if sub.duplicated(["image", "method"]).any():
+        raise ValueError(f"several {metric!r} values per image and method: pass one run's frame "
+                         "(filter by benchmark / arch first)")
+    wide = sub.pivot(index="image", columns="method", values="value").dropna()
+    return wide[a].to_numpy(float), wide[b].to_numpy(float)
+
+
+def paired(df: pd.DataFrame, metric: str, a: str, b: str, seed: int = 0, *, ci: float = 0.95,
+           n_boot: int = 2000, n_resamples: int = 10000) -> Paired:
+    """The paired difference ``a - b`` of ``metric`` over the images both methods have a value for.
+
+    ``difference`` is in the table's units (x100 for the % metrics), with its paired-bootstrap
+    interval and a two-sided p-value: McNemar's exact test for the 0/1 metrics (:data:`BINARY_METRICS`),
+    a sign-flip permutation test otherwise (module docstring). Whether the difference favours ``a``
+    depends on the metric's direction (:data:`cam_core.metrics.HIGHER_IS_BETTER`).
+    """
+    _check_ci(ci)
+    va, vb = _pair_values(df, metric, a, b)
+    scale = _scale(metric)
+    d = (va - vb) * scale
+    rng = _rng(seed, metric, a, b)
+    binary = metric in BINARY_METRICS and bool(np.isin(np.concatenate([va, vb]), (0.0, 1.0)).all())
+    nan = float("nan")
+    low = high = p = nan
+    if d.size:
+        low, high = bootstrap_ci(d, ci, n_boot, rng)
+        p = mcnemar_exact(va > 0.5, vb > 0.5) if binary else sign_flip_p(d, n_resamples, rng)
+    return Paired(metric, a, b, float(va.mean() * scale) if d.size else nan,
+                  float(vb.mean() * scale) if d.size else nan, float(d.mean()) if d.size else nan,
+                  low, high, float(p), int(d.size), "mcnemar-exact" if binary else "sign-flip")
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm, 1979), in the input's order.
+
+    With the ``m`` p-values sorted ascending, ``p_(i)`` becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``;
+    rejecting where the adjusted value is ``<= alpha`` controls the family-wise error at ``alpha``.
+    NaN entries stay NaN and do not count in ``m``."""
+    p = np.asarray(p_values, dtype=float).reshape(-1)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    if ((p[ok] < 0) | (p[ok] > 1)).any():
+        raise ValueError(f"p-values must lie in [0, 1]; got {p[ok].min()} .. {p[ok].max()}")
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
+
+
+def verdict(difference: float, p_holm: float, metric: str, alpha: float = 0.05) -> str:
+    """``"better"`` / ``"worse"`` (for the first method of the pair, by the metric's direction) when the
+    Holm-adjusted p-value is at most ``alpha``, else ``"indistinguishable"``."""
+    if not (np.isfinite(p_holm) and p_holm <= alpha and difference != 0):
+        return "indistinguishable"
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    return "better" if (difference > 0) == higher else "worse"
+
+
+def paired_table(df: pd.DataFrame | Mapping[str, pd.DataFrame], method: str = "LIFT-CAM",
+                 others: Sequence[str] | None = None, metrics: Sequence[str] | None = None, seed: int = 0,
+                 *, alpha: float = 0.05, ci: float = 0.95, n_boot: int = 2000,
+                 n_resamples: int = 10000) -> pd.DataFrame:
+    """``method`` against every other method on every metric of one table, Holm-corrected across it.
+
+    Args:
+        df: one run's tidy frame, a frame with a ``benchmark`` column, or ``{benchmark: frame}``.
+        others: the methods compared with (default: all others in the frame, first-seen order).
+        metrics: default: every metric in the frame.
+        alpha: the family-wise error rate of the verdicts.
+
+    Returns:
+        one row per (benchmark, metric, other): ``benchmark, metric, a, b, mean_a, mean_b, difference,
+        ci_low, ci_high, p_value, n, test, p_holm, verdict`` (``verdict`` from :func:`verdict`:
+        ``better`` / ``worse`` / ``indistinguishable``, for ``method``). ``attrs["alpha"]`` holds alpha.
+    """
+    if isinstance(df, Mapping):
+        if not df:
+            raise ValueError("df is an empty mapping; pass {benchmark: frame}, at least one entry")
+        df = pd.concat([f.assign(benchmark=name) for name, f in df.items()], ignore_index=True)
+    if "benchmark" not in df.columns:
+        df = df.assign(benchmark="")
+    if method not in set(df["method"]):
+        raise ValueError(f"method {method!r} is not in df; methods: {list(dict.fromkeys(df['method']))}")
+    rows = []
+    for bench, part in df.groupby("benchmark", sort=False):
+        present = list(dict.fromkeys(part["method"]))
+        cmp_with = [m for m in (present if others is None else others) if m != method and m in present]
+        for metric in (list(dict.fromkeys(part["metric"])) if metrics is None else metrics):
+            has = set(part.loc[part["metric"] == metric, "method"])
+            if method not in has:
+                continue
+            for other in cmp_with:
+                if other in has:
+                    res = paired(part, metric, method, other, seed, ci=ci, n_boot=n_boot,
+                                 n_resamples=n_resamples)
+                    rows.append({"benchmark": bench, **res.as_dict()})
+    cols = ["benchmark", *Paired.__dataclass_fields__, "p_holm", "verdict"]
+    out = pd.DataFrame(rows, columns=cols[:-2])
+    out["p_holm"] = holm(out["p_value"].to_numpy(float))
+    out["verdict"] = [verdict(d, p, m, alpha) for d, p, m in zip(out["difference"], out["p_holm"],
+                                                                  out["metric"], strict=True)]
+    out.attrs["alpha"] = alpha
+    return out
