@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "ShapCAM": "cam_core.methods.shap",
     "METHODS": "cam_core.methods.registry",
     "PAPER_METHODS": "cam_core.methods.registry",
+    "SANITY_MAPS": "cam_core.reference_maps",
     "get_method": "cam_core.methods.registry",
     # model split and layers
     "split_model": "cam_core.split",
@@ -45,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "cam_core.evaluation",
 }
 _SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
-               "statistics"}
+               "reference_maps", "statistics"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from cam_core import metrics as M
+from cam_core import reference_maps
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
 from cam_core.runtime import eval_mode
@@ -66,17 +67,23 @@ HIGHER_IS_BETTER = M.HIGHER_IS_BETTER
 #: keyword arguments each method gets unless the caller overrides them (merged per method)
 DEFAULT_METHOD_KWARGS: dict[str, dict[str, Any]] = {"SHAP-CAM": {"n_orderings": 10, "seed": 0}}
 
-MethodSpec = str | type[BaseCAM]
+MethodSpec = str | type[BaseCAM]  # also a sanity map's name (cam_core.reference_maps), e.g. "Box"
 _BATCH_FILE = re.compile(r"^batch_(\d{5})\.json$")
 
 
 # ---- arguments ------------------------------------------------------------------------------
 def _method_factory(spec: MethodSpec) -> tuple[str, Callable[..., BaseCAM]]:
-    """(table name, factory(model, target_layer, **kw)) for a method name or a BaseCAM subclass."""
+    """(table name, factory) for a method name or a BaseCAM subclass: factory(model, target_layer, **kw)
+    builds a CAM; a sanity map's name (``"Box"``, ...) gives its :class:`ReferenceMap` class instead."""
     if isinstance(spec, str):
         from cam_core.methods.registry import method_class
 
-        return method_class(spec)  # (canonical table name, class): "liftcam" -> "LIFT-CAM"
+        if (ref := reference_maps.lookup(spec)) is not None:
+            return ref.name, ref
+        try:
+            return method_class(spec)  # (canonical table name, class): "liftcam" -> "LIFT-CAM"
+        except ValueError as err:
+            raise ValueError(f"{err} (or a sanity map: {', '.join(reference_maps.SANITY_MAPS)})") from None
     if isinstance(spec, type) and issubclass(spec, BaseCAM):
         return spec.name, spec
     raise ValueError(f"a method must be a table name such as 'LIFT-CAM' or a BaseCAM subclass, got {spec!r}")
@@ -193,6 +200,8 @@ def _run_batch(
     targets = [int(c) for c in t.tolist()]
 
     def run(name: str, factory: Callable[..., BaseCAM]) -> Any:
+        if isinstance(factory, type) and issubclass(factory, reference_maps.ReferenceMap):
+            return _reference_result(factory(**method_kwargs.get(name, {})), x, t, boxes, index)
         cam = factory(model, bench.target_layer, **method_kwargs.get(name, {}))
         _sync(x.device)
         t0 = time.perf_counter()
@@ -237,14 +246,17 @@ def _run_batch(
             values["energy"] = M.energy_pointing_game(sal, M.batch_masks(boxes, (h, w)).to(sal.device))
         if "pointing" in metrics:
             values["pointing"] = M.pointing_game(sal, boxes, tolerance=opts["pointing_tolerance"])
+        nan = torch.full((n,), float("nan"), device=sal.device)
         if "local_accuracy" in metrics:
             values["local_accuracy"] = (
                 M.local_accuracy_error(res.alpha, head, res.activations, t)
-                if head is not None
-                else torch.full((n,), float("nan"))
+                if head is not None and res.alpha is not None
+                else nan
             )
         if "cosine" in metrics:
-            values["cosine"] = M.cosine_similarity(res.alpha, ref_alpha)
+            values["cosine"] = M.cosine_similarity(res.alpha, ref_alpha) if res.alpha is not None else nan
+        if getattr(res, "valid", None) is not None:  # a sanity map undefined on some images (Box, no box)
+            values = {k: torch.where(res.valid.to(v.device), v, nan.to(v.device)) for k, v in values.items()}
         for metric in metrics:
             rows["image"] += index
             rows["method"] += [name] * n
@@ -252,6 +264,21 @@ def _run_batch(
             rows["value"] += [float(v) for v in values[metric].detach().double().cpu().tolist()]
             rows["target"] += targets
     return {"rows": rows, "timings": timings}
+
+
+class _ReferenceResult:
+    """What the metrics read of a method's result, for a sanity map: no coefficients, no activations."""
+
+    alpha = activations = None
+
+    def __init__(self, saliency: Tensor, valid: Tensor | None):
+        self.saliency, self.valid = saliency, valid
+
+
+def _reference_result(ref: reference_maps.ReferenceMap, x: Tensor, t: Tensor, boxes: list[Tensor],
+                      index: list[int]) -> _ReferenceResult:
+    valid = torch.tensor([len(b) > 0 for b in boxes]) if ref.needs_boxes else None
+    return _ReferenceResult(ref(x, t, boxes=boxes, index=index), valid)
 
 
 # ---- the runner ---------------------------------------------------------------------------------
@@ -312,6 +339,7 @@ def evaluate(
     if len(set(names)) != len(names):
         raise ValueError(f"methods must have distinct names; got {names}")
     metrics = _check_metrics(DEFAULT_METRICS if metrics is None else metrics)
+    reference_maps.check_benchmark(bench, names)
     if target not in ("predicted", "label"):
         raise ValueError(f"target must be 'predicted' (top-1) or 'label' (ground truth), got {target!r}")
     if target == "label" and getattr(bench, "multilabel", False):

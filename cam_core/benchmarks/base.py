@@ -90,6 +90,7 @@ class Benchmark:
         mean, std: per-channel normalisation of the input (None when the input is not normalised);
             metrics use them to express "a removed pixel" in the model's input space.
         arch: which architecture the model is ("vgg" = non-linear head, "resnet" = linear head).
+        has_boxes: whether images carry ground-truth boxes (localization metrics and the "Box" sanity map).
     """
 
     name: str = ""
@@ -101,6 +102,7 @@ class Benchmark:
     mean: Tensor | None = None
     std: Tensor | None = None
     arch: str = "vgg"
+    has_boxes: bool = True
     device: torch.device = torch.device("cpu")
 
     def __len__(self) -> int:

@@ -137,6 +137,7 @@ class VQA2Benchmark(VQABenchmark):
     """VQA v2 val questions on COCO val2014 images; model: VGG16 basic VQA (``image_encoder.features.29``)."""
 
     name = "vqa2"
+    has_boxes = False  # no question-level grounding
     arch = "vgg"
 
     def __init__(
