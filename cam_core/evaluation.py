@@ -126,6 +126,7 @@ def cache_config(
         "target": target,
         **options,
         "version": cam_core.__version__,
+        "tie_break": M.TIE_BREAK,
     }
 
 

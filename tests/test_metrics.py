@@ -118,10 +118,55 @@ def test_step_counts_and_tie_break():
     assert M.step_counts(16, 40)[0] == 0 and M.step_counts(16, 40)[-1] == 16
     assert M.step_counts(16, 40)[20] == 8 and M.step_counts(100, 40)[1] == 3  # 2.5 rounds up
     assert M.step_counts(16, 4) == [0, 4, 8, 12, 16]
-    ranks = M.pixel_ranks(torch.zeros(2, 3, 3))
-    assert ranks.tolist() == [list(range(9))] * 2  # ties: raster order
+    ranks = M.pixel_ranks(torch.zeros(2, 3, 3), seed=None)
+    assert ranks.tolist() == [list(range(9))] * 2  # seed=None: ties in raster order
     s = torch.tensor([[[0.1, 0.9], [0.9, 0.5]]])
-    assert M.pixel_ranks(s).tolist() == [[3, 0, 1, 2]]
+    assert M.pixel_ranks(s, seed=None).tolist() == [[3, 0, 1, 2]]
+    assert sorted(M.pixel_ranks(s).tolist()[0][1:3]) == [0, 1]  # the tie at 0.9 keeps the top two ranks
+    assert M.pixel_ranks(s).tolist()[0][0::3] == [3, 2]
+
+
+class HalfMean(nn.Module):
+    """logits = [a * mean(x over the top (or bottom) half of the rows), 0]."""
+
+    def __init__(self, top: bool, a: float = 6.0):
+        super().__init__()
+        self.top, self.a = top, a
+
+    def forward(self, x):
+        h = x.shape[-2] // 2
+        m = (x[..., :h, :] if self.top else x[..., h:, :]).mean(dim=(1, 2, 3))
+        return torch.stack([self.a * m, torch.zeros_like(m)], dim=1)
+
+
+def test_ties_are_broken_at_random_not_in_raster_order():
+    """A constant map explains nothing: its insertion AUC must not depend on where in the image the model
+    looks. Raster order inserts the top rows first and favours a model that reads the top half."""
+    x = torch.ones(1, 1, 16, 16)
+    flat = torch.zeros(1, 16, 16)
+    t = torch.zeros(1, dtype=torch.long)
+    auc = {(top, seed): M.insertion_auc(HalfMean(top), x, flat, t, tie_seed=seed).item()
+           for top in (True, False) for seed in (None, 0, 1, 2)}
+    assert auc[(True, None)] - auc[(False, None)] > 0.1  # the raster-order bias
+    for seed in (0, 1, 2):
+        assert abs(auc[(True, seed)] - auc[(False, seed)]) < 0.03
+    ranks = M.pixel_ranks(flat).view(16, 16).float()
+    assert abs(ranks[:8].mean() - ranks[8:].mean()) < 15  # raster: 128 apart
+    # deterministic under the seed, on any batching; another seed gives another order
+    s = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)).round(decimals=1)  # many ties
+    assert torch.equal(M.pixel_ranks(s, seed=5), M.pixel_ranks(s, seed=5))
+    assert torch.equal(M.pixel_ranks(s, seed=5)[1:2], M.pixel_ranks(s[1:2], seed=5))
+    assert not torch.equal(M.pixel_ranks(s, seed=5), M.pixel_ranks(s, seed=6))
+    # the seed reorders ties only: a more salient pixel always ranks first
+    r = M.pixel_ranks(s, seed=5)
+    flat_s = s.flatten(1)
+    more = flat_s[:, :, None] > flat_s[:, None, :]
+    assert bool((r[:, :, None] < r[:, None, :])[more].all())
+    xs = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    t3 = torch.zeros(3, dtype=torch.long)
+    a = M.insertion_deletion(HalfMean(True), xs, s, t3, tie_seed=5)
+    b = M.insertion_deletion(HalfMean(True), xs, s, t3, tie_seed=5)
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_insertion_deletion_closed_form():

@@ -6,6 +6,7 @@
 """
 from cam_core.metrics.faithfulness import (
     BASELINES,
+    TIE_BREAK,
     ConfidenceScores,
     average_drop,
     average_drop_in_deletion,
@@ -21,6 +22,7 @@ from cam_core.metrics.faithfulness import (
     mask_image,
     pixel_ranks,
     step_counts,
+    tie_order,
     tiled_target_softmax,
 )
 from cam_core.metrics.localization import (
@@ -49,7 +51,8 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "BASELINES", "ConfidenceScores", "average_drop", "average_drop_in_deletion", "baseline_image", "black",
     "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
-    "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tiled_target_softmax",
+    "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tie_order", "TIE_BREAK",
+    "tiled_target_softmax",
     "batch_masks", "boxes_mask", "default_tolerance", "energy_pointing_game", "pointing_game",
     "cosine_similarity", "head_delta", "local_accuracy_error", "relative_error",
 ]
