@@ -135,6 +135,12 @@ class BaseCAM:
     def coefficients(self, ctx: CAMContext) -> Tensor:  # (N, K)
         raise NotImplementedError
 
+    def combine(self, ctx: CAMContext, alpha: Tensor) -> Tensor:  # (N, h, w), before the ReLU
+        """``sum_k alpha_k A_k`` of Eq. 1. Methods whose map is not a weighted sum of whole maps
+        (pixel-wise weights: LayerCAM, HiResCAM; a projection: EigenCAM) override this, and say in
+        their docstring what their ``alpha`` then is."""
+        return torch.einsum("nk,nkhw->nhw", alpha, ctx.activations)
+
     # ---- everything else ---------------------------------------------------------------
     def __call__(self, x: Tensor, target: int | Tensor | None = None) -> CAMResult:
         x = self._check_input(x)
@@ -144,7 +150,7 @@ class BaseCAM:
         if alpha.shape != ctx.activations.shape[:2]:
             raise RuntimeError(f"{type(self).__name__}.coefficients returned {tuple(alpha.shape)}, "
                                f"expected {tuple(ctx.activations.shape[:2])}")
-        cam = torch.relu(torch.einsum("nk,nkhw->nhw", alpha, ctx.activations))  # (N, h, w)
+        cam = torch.relu(self.combine(ctx, alpha))  # (N, h, w)
         saliency = normalize_per_image(upsample(cam, tuple(x.shape[-2:])))  # (N, H, W)
         return CAMResult(alpha=alpha, cam=cam, saliency=saliency, target=ctx.target,
                          logits=ctx.logits, activations=ctx.activations)

@@ -110,3 +110,32 @@ class XGradCAM(BaseCAM):
         sum_a = a.sum(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
         safe = torch.where(sum_a != 0, sum_a, torch.ones_like(sum_a))
         return (a / safe * ctx.gradients).sum(dim=(2, 3))  # (N, K)
+
+
+class ShapleyCAM(BaseCAM):
+    r"""ShapleyCAM (Cai et al., 2025, arXiv:2501.06261, Eq. 10 there), as pytorch-grad-cam 1.5 computes it.
+
+    ``alpha_k = (1 / hw) sum_ij (g - H A / 2)_k(i,j)`` with ``g = dF^c/dA`` and ``H A`` the
+    Hessian-vector product of ``F^c`` at ``A`` with ``A``: the second-order Taylor estimate of each
+    map's Shapley value, spread over its pixels. On a head that is piecewise linear in ``A`` (ReLU,
+    max-pool, linear: VGG, ResNet) ``H = 0`` and ShapleyCAM equals Grad-CAM. The score is the target
+    logit (pytorch-grad-cam's default target; the paper also proposes a softmax-based score).
+    Needs the head (second derivatives are taken through ``F`` only).
+    """
+
+    name = "ShapleyCAM"
+    needs_head = True
+
+    def coefficients(self, ctx: CAMContext) -> Tensor:
+        head = ctx.require_head(self.name)
+        a = ctx.activations
+        with torch.enable_grad():
+            a_in = a.clone().requires_grad_(True)
+            out = head(a_in.clone())  # clone: the head may start with an in-place op
+            score = out.gather(1, ctx.target[:, None]).sum()
+            (g,) = torch.autograd.grad(score, a_in, create_graph=True)
+            hvp = None
+            if g.requires_grad:  # else g does not depend on A (H = 0)
+                (hvp,) = torch.autograd.grad(g, a_in, grad_outputs=a, allow_unused=True)
+        hvp = torch.zeros_like(a) if hvp is None else hvp.detach()
+        return (g.detach() - 0.5 * hvp).mean(dim=(2, 3))  # (N, K)

@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 
 from cam_core.methods.base import BaseCAM
-from cam_core.methods.gradient import CAM, GradCAM, GradCAMPlusPlus, XGradCAM
+from cam_core.methods.eigen import EigenCAM
+from cam_core.methods.gradient import CAM, GradCAM, GradCAMPlusPlus, ShapleyCAM, XGradCAM
 from cam_core.methods.lift import LiftCAM
 from cam_core.methods.perturbation import AblationCAM, ScoreCAM
+from cam_core.methods.pixelwise import HiResCAM, LayerCAM
 from cam_core.methods.shap import ShapCAM
 from cam_core.names import lookup
 
@@ -25,10 +27,17 @@ METHODS: dict[str, type[BaseCAM]] = {m.name: m for m in (
     AblationCAM,
     LiftCAM,
     ShapCAM,
+    LayerCAM,
+    HiResCAM,
+    EigenCAM,
+    ShapleyCAM,
 )}
 
 #: the six methods of the paper's Tables 2-5, in the paper's order
 PAPER_METHODS: list[str] = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Score-CAM", "Ablation-CAM", "LIFT-CAM"]
+
+#: CAMs users compare against today (pytorch-grad-cam 1.5's definitions)
+RECENT_METHODS: list[str] = ["LayerCAM", "HiResCAM", "EigenCAM", "ShapleyCAM"]
 
 
 def method_class(name: str) -> tuple[str, type[BaseCAM]]:
