@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.runtime import eval_mode
+from cam_core.runtime import check_grad_mode, eval_mode
 from cam_core.targets import as_target
 
 Rule = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]
@@ -194,6 +194,7 @@ def deeplift(
         contrib = cc.deeplift(head, A, target=3)          # (N, K, h, w)
         alpha = contrib.sum(dim=(2, 3))                   # LIFT-CAM, Eq. 7
     """
+    check_grad_mode("deeplift")
     if not isinstance(activations, Tensor) or activations.dim() < 2:
         raise ValueError("activations must be a tensor (N, K, h, w) with the batch first")
     a = activations.detach()
@@ -250,6 +251,9 @@ def deeplift(
                         f"head must return logits (2N, num_classes) = ({2 * n}, C) for the stacked "
                         f"batch cat([A, ref]); got shape {tuple(out.shape)}"
                     )
+                if bool(((t < 0) | (t >= out.shape[1])).any()):
+                    raise ValueError(f"target out of range: the head has {out.shape[1]} classes "
+                                     f"(0 .. {out.shape[1] - 1}), got {t.tolist()}")
                 scores = out.gather(1, t.repeat(2)[:, None]).squeeze(1)  # (2N,)
                 (multipliers,) = torch.autograd.grad(scores.sum(), a_in)
     finally:

@@ -48,3 +48,12 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, flag in flags:
             m.training = flag
+
+
+def check_grad_mode(method: str) -> None:
+    """Raise a clear error under ``torch.inference_mode()``, where no gradient can be taken."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{method} needs autograd, which torch.inference_mode() switches off; call it under "
+            "torch.no_grad() or with no context manager (it takes the gradients it needs itself)."
+        )

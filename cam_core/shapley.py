@@ -157,7 +157,7 @@ def first_linear_terms(head: nn.Module, a: Tensor, t: Tensor) -> FirstLinearTerm
     if parts is None:
         return None
     stem, lin, rest = parts
-    pooled = stem(a).flatten(2)  # (N, K, p)
+    pooled = stem(a.clone()).flatten(2)  # (N, K, p); clone: the stem may start with an in-place ReLU
     w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): channel-major flatten, map k owns p columns
     if not rest:  # affine head: only the target row matters
         terms = torch.einsum("nkp,nkp->nk", pooled, w[t])[..., None]  # (N, K, 1)

@@ -9,9 +9,14 @@ def as_target(target: int | Tensor, n: int, device: torch.device | str,
               num_classes: int | None = None) -> Tensor:
     """``target`` (an int, or ints of shape ``(n,)``) as a fresh ``(n,)`` long tensor on ``device``.
 
-    Raises ``ValueError`` for another shape, and, when ``num_classes`` is given, for a class id
+    Raises ``ValueError`` for a float or bool target (3.9 is not truncated to 3), another shape,
+    and, when ``num_classes`` is given, for a class id
     outside ``0 .. num_classes - 1``.
     """
+    raw = target if isinstance(target, Tensor) else torch.as_tensor(target)
+    if raw.dtype == torch.bool or raw.is_floating_point() or raw.is_complex():
+        raise ValueError(f"target must be an integer class index (or an integer tensor of them), got "
+                         f"{target!r} ({raw.dtype}); it is not rounded or truncated for you")
     t = torch.as_tensor(target, device=device).long()
     if t.dim() == 0:
         t = t.expand(n)

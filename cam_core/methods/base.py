@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cam_core.layers import resolve_layer
-from cam_core.runtime import eval_mode
+from cam_core.runtime import check_grad_mode, eval_mode
 from cam_core.split import Split, split_model
 from cam_core.targets import as_target
 
@@ -76,12 +76,20 @@ class CAMContext:
 
 
 def normalize_per_image(maps: Tensor, eps: float = 1e-12) -> Tensor:
-    """``s``: min-max to [0, 1] per image over the last two dims; a constant map becomes 0 (no NaN)."""
+    """``s``: min-max to [0, 1] per image over the last two dims; a constant map becomes 0 (no NaN).
+
+    "Constant" is relative to the map's size: a spread below ``64`` ulps of ``max |map|`` (e.g. the
+    rounding of a constant 1x1 map upsampled bilinearly) or below ``eps`` counts as none, instead of
+    being stretched into a 0/1 map of rounding noise.
+    """
     flat = maps.flatten(1)
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
     span = hi - lo
-    out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+    rtol = 64 * torch.finfo(maps.dtype).eps if maps.is_floating_point() else 0.0
+    tol = torch.maximum(lo.abs(), hi.abs()) * rtol
+    varies = (span > eps) & (span > tol)
+    out = torch.where(varies, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
     return out.view_as(maps)
 
 
@@ -143,6 +151,7 @@ class BaseCAM:
 
     # ---- everything else ---------------------------------------------------------------
     def __call__(self, x: Tensor, target: int | Tensor | None = None) -> CAMResult:
+        check_grad_mode(type(self).__name__)
         x = self._check_input(x)
         with eval_mode(self.model):
             ctx = self._forward(x, target)
@@ -205,8 +214,16 @@ class BaseCAM:
         """Activations and gradients via a forward hook on the layer (models that cannot be split)."""
         store: dict[str, Tensor] = {}
 
-        def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> None:
-            store["a"] = out
+        def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor | None:
+            if not isinstance(out, Tensor):
+                store["a"] = out
+                return None
+            # A is a leaf of its own: it requires grad even in a frozen model (requires_grad=False
+            # everywhere), and the model continues on a copy, so an in-place op after the layer
+            # (DenseNet's F.relu(inplace=True)) changes neither A nor its gradient
+            a = out.detach().clone().requires_grad_(True)
+            store["a"] = a
+            return a.clone()
 
         handle = self.layer_module.register_forward_hook(hook)
         try:
