@@ -251,3 +251,23 @@ def test_ablation_first_linear_shortcut_equals_evaluating_the_head(arch: str, im
     a[:, k] = 0
     dropped = head(a).gather(1, fast.target[:, None])[:, 0]
     torch.testing.assert_close(fast.alpha[:, k], (full - dropped) / full, rtol=1e-4, atol=1e-6)
+
+
+class ViewFlatten(nn.Module):
+    """``x.view(N, -1)``: fails on a channels-last conv output, as hand-written models often do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], -1)
+
+
+def test_score_cam_channels_last_batches_fall_back_for_view_models(images: torch.Tensor) -> None:
+    """Score-CAM feeds its masked batches channels-last on the CPU (faster); a model that cannot take
+    them gets them contiguous, with the same coefficients as the same model written with nn.Flatten."""
+    plain = vgg_like()
+    viewing = vgg_like()
+    viewing[6] = ViewFlatten()
+    with pytest.raises(RuntimeError, match="view"):
+        viewing(images.contiguous(memory_format=torch.channels_last))
+    ours = cc.ScoreCAM(viewing, "4", batch_size=8)(images)
+    reference = cc.ScoreCAM(plain, "4", batch_size=8)(images)
+    torch.testing.assert_close(ours.alpha, reference.alpha, rtol=1e-5, atol=1e-7)

@@ -16,6 +16,19 @@ from cam_core.methods.base import BaseCAM, CAMContext, normalize_per_image, upsa
 from cam_core.shapley import FirstLinearTerms, first_linear_terms
 
 
+def _forward(model: nn.Module, batch: Tensor) -> Tensor:
+    """``model(batch)``, fed channels-last on the CPU (oneDNN's convolutions run ~20-30% faster on it;
+    same values up to float rounding). A model that cannot take a channels-last batch (e.g. it calls
+    ``.view`` on a conv output) gets it contiguous instead."""
+    if batch.device.type == "cpu" and batch.dim() == 4:
+        try:
+            return model(batch.contiguous(memory_format=torch.channels_last))
+        except RuntimeError as err:
+            if "view" not in str(err):
+                raise
+    return model(batch)
+
+
 def _map_chunks(k: int, n: int, batch_size: int) -> Iterator[range]:
     """Consecutive ranges of map indices, ``max(1, batch_size // n)`` maps (tiles) per forward."""
     per = max(1, batch_size // n)
@@ -43,19 +56,17 @@ class ScoreCAM(BaseCAM):
         x, a = ctx.x, ctx.activations
         n, k = a.shape[:2]
         size = tuple(x.shape[-2:])
-        alpha = torch.zeros(n, k, device=a.device, dtype=a.dtype)
+        flat = a.flatten(2)
+        varies = (flat.amax(2) > flat.amin(2)).t()  # (K, N) a constant map masks nothing: alpha_k = 0
+        alpha = torch.zeros(k, n, device=a.device, dtype=a.dtype)
         with torch.no_grad():
             for maps in _map_chunks(k, n, self.batch_size):
                 chunk = a[:, maps.start : maps.stop].transpose(0, 1).flatten(0, 1)  # (R*N, h, w), tile layout
-                up = upsample(chunk, size)  # (R*N, H, W)
-                flat = up.flatten(1)
-                varies = flat.amax(1) > flat.amin(1)  # (R*N,) a constant map has no mask
-                masks = normalize_per_image(up)[:, None].to(x.dtype)  # (R*N, 1, H, W)
-                masked = x.repeat(len(maps), 1, 1, 1) * masks  # (R*N, C, H, W)
-                probs = torch.softmax(ctx.model(masked), dim=1)  # (R*N, classes)
-                scores = torch.where(varies, ctx.target_scores(probs).to(a.dtype), 0.0)  # (R*N,)
-                alpha[:, maps.start : maps.stop] = scores.view(len(maps), n).t()
-        return alpha  # (N, K)
+                masks = normalize_per_image(upsample(chunk, size))[:, None].to(x.dtype)  # (R*N, 1, H, W)
+                masked = masks * x.repeat(len(maps), 1, 1, 1)  # (R*N, C, H, W)
+                probs = torch.softmax(_forward(ctx.model, masked), dim=1)  # (R*N, classes)
+                alpha[maps.start : maps.stop] = ctx.target_scores(probs).to(a.dtype).view(len(maps), n)
+        return torch.where(varies, alpha, 0.0).t()  # (N, K)
 
 
 class AblationCAM(BaseCAM):
