@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SMOKE ?= 0
 DEVICE ?= auto
 
-.PHONY: venv test test-all lint models book book-smoke bench demo clean
+.PHONY: venv browser test test-all lint models book book-smoke bench demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,11 +19,23 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## The tests (what .ci/run calls): library tests, a smoke run of every chapter, a book build.
-test: $(STAMP)
+## Debian's chromium, for the test that opens the built pages offline (tests/test_book.py): installed
+## with apt when missing and run as root; otherwise that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the offline-math browser test"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "make: could not install chromium; the browser test will be skipped"; \
+	  else echo "make: no chromium and not root: the browser test will be skipped (install chromium to run it)"; fi; }
+
+## The tests (what .ci/run calls): library tests, a smoke run of every chapter, a book build, the
+## built pages opened in headless chromium with the network off.
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

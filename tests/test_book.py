@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -279,3 +281,59 @@ def test_paper_tables_show_this_runs_numbers(built, chapter, table):
             assert f"{v:.{dec}f}" in page, f"{chapter}: {metric} value {v:.{dec}f} not on the page"
             checked += 1
     assert checked > 0
+
+
+# ---- the math renders offline, in a real browser ----------------------------------------------
+#: flags that keep Chromium off the network: every host name resolves to nothing, no background traffic
+OFFLINE_CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--host-resolver-rules=MAP * ~NOTFOUND"]
+
+
+def _browser() -> str | None:
+    """Debian's chromium (``make test`` installs it as root), or ``$CAM_CORE_BROWSER``."""
+    return os.environ.get("CAM_CORE_BROWSER") or next(
+        (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def render_offline(page: Path, workdir: Path, budget_ms: int = 20000) -> str:
+    """The DOM of ``page`` (a file:// page) after headless Chromium ran its scripts with the network off."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no Chromium to open the built pages in: `make test` installs Debian's chromium when "
+                    "run as root (apt-get install chromium); otherwise install it or set CAM_CORE_BROWSER")
+    proc = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir}",
+                           f"--virtual-time-budget={budget_ms}", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _visible_text(dom: str) -> str:
+    """The text a reader sees: scripts, styles and code blocks (``<pre>``) left out."""
+    dom = re.sub(r"<(script|style|pre)\b.*?</\1>", " ", dom, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", " ", dom))
+
+
+@pytest.mark.notebooks
+def test_math_renders_offline_in_a_browser(built, tmp_path):
+    """Every page with math: MathJax (shipped inside the build) typeset it with no network, in headings too,
+    and no raw ``\\(``, ``\\[`` or ``$$`` is left in the text. Run alone with
+    ``pytest tests/test_book.py -k offline`` (builds the smoke book first)."""
+    pages = [built["html"] / "intro.html", *sorted((built["html"] / "notebooks").glob("*.html"))]
+    assert (built["html"] / "_static" / "mathjax" / "tex-chtml.js").is_file(), "MathJax is not in the build"
+    checked = 0
+    for page in pages:
+        source = page.read_text()
+        online = "cdn.jsdelivr.net" in source or "mathjax@" in source
+        assert not online, f"{page.name} loads MathJax from the internet"
+        if 'class="math' not in source:
+            continue
+        dom = render_offline(page, tmp_path / f"profile-{page.stem}")
+        assert "<mjx-container" in dom, f"{page.name}: no math was typeset offline"
+        text = _visible_text(dom)
+        for raw in ("\\(", "\\[", "$$"):
+            at = text.find(raw)
+            assert at < 0, f"{page.name}: raw {raw!r} left on the page: ...{text[max(at - 80, 0):at + 80]}"
+        checked += 1
+    assert checked >= 3, "fewer than 3 pages carry math"

@@ -28,16 +28,32 @@ register("coco2014", "cam_core.benchmarks.coco:coco2014",
          "MS COCO 2014 val (40,137 labelled images, 80 classes, multi-label, boxes); TorchRay's VGG16")
 
 
+#: where each real dataset is downloaded from (named in the errors)
+DOWNLOAD_URLS: dict[str, str] = {
+    "CAM_CORE_IMAGENET": "https://image-net.org/download-images",
+    "CAM_CORE_VOC": "http://host.robots.ox.ac.uk/pascal/VOC/voc2007/",
+    "CAM_CORE_COCO": "https://cocodataset.org/#download",
+}
+
+
 def data_root(data_dir: str | os.PathLike | None, env: str, what: str) -> Path:
-    """``data_dir``, else ``$env``; a clear error when neither is given or the folder is missing."""
+    """``data_dir``, else ``$env``; a clear error, naming where the folder came from (``data_dir=`` or
+    ``$env``) and the download page, when neither is given or the folder is missing."""
+    url = DOWNLOAD_URLS.get(env)
+    get = f" Download it from {url}." if url else ""
+    source = "data_dir"
     if data_dir is None:
         data_dir = os.environ.get(env) or None
+        source = f"${env}"
         if data_dir is None:
-            raise ValueError(f"no data folder for {what}: pass data_dir=... or set the environment variable "
-                             f"{env}. See the factory's docstring for the layout and where to download it.")
+            raise ValueError(f"no data folder for {what}: pass data_dir=... (the book's DATA_DIR parameter) "
+                             f"or set the environment variable {env}.{get} The factory's docstring gives "
+                             "the layout.")
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"data folder {str(root)!r} for {what} does not exist (or is not a folder).")
+        raise FileNotFoundError(f"the data folder for {what}, {source}={str(data_dir)!r}, does not exist "
+                                f"(or is not a folder): pass data_dir=... (the book's DATA_DIR parameter) "
+                                f"or set {env} to the folder that holds it.{get}")
     return root
 
 
