@@ -301,6 +301,9 @@ def evaluate(
     pointing_tolerance: float | None = None,
     reference: MethodSpec = "SHAP-CAM",
     forward_batch_size: int | None = None,
+    executor: str = "serial",
+    ray_address: str | None = None,
+    shard_size: int | None = None,
 ) -> pd.DataFrame:
     """Evaluate CAM ``methods`` on ``n_images`` seeded images of ``bench`` with ``metrics``.
 
@@ -322,6 +325,9 @@ def evaluate(
         baseline, steps: insertion/deletion settings (:func:`cam_core.metrics.insertion_deletion`).
         pointing_tolerance: hit/miss tolerance in px (None: 15 px at 224 px, scaled).
         forward_batch_size: rows per forward pass when scoring perturbed images (default 4 * batch_size).
+        executor: ``"serial"`` (this process) or ``"ray"`` (shards of ``shard_size`` images as Ray tasks
+            on the cluster at ``ray_address``, a local one when None; same cache, same table:
+            :mod:`cam_core.distributed`). Needs ``pip install -e ".[distributed]"``.
 
     Returns:
         A tidy DataFrame, one row per (image, method, metric): ``image`` (dataset index), ``method``,
@@ -352,6 +358,12 @@ def evaluate(
         raise ValueError(f"baseline must be one of {M.BASELINES}, got {baseline!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if executor not in ("serial", "ray"):
+        raise ValueError(f"executor must be 'serial' (this process) or 'ray' (Ray tasks), got {executor!r}")
+    if executor != "ray" and (ray_address is not None or shard_size is not None):
+        raise ValueError("ray_address and shard_size are settings of executor='ray'; pass executor='ray'")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 image, got {shard_size}")
     if device is not None:
         dev, bdev = resolve_device(device), torch.device(bench.device)
         if dev.type != bdev.type or (
@@ -404,8 +416,18 @@ def evaluate(
         (_read_batch(folder, i, c) if folder is not None else None) for i, c in enumerate(chunks)
     ]
     todo = [i for i, r in enumerate(records) if r is None]
+    if executor == "ray":
+        from cam_core import distributed
+
+        job = dict(methods=specs, metrics=metrics, method_kwargs=kwargs, target=target, reference=ref,
+                   opts=opts)
+        where = distributed.run(bench, chunks, records, folder, job, address=ray_address,
+                                shard_size=shard_size, progress=progress,
+                                desc=f"{bench.name}/{getattr(bench, 'arch', '')}")
+        todo = []
     bar = _progress(
-        len(chunks), len(chunks) - len(todo), progress, f"{bench.name}/{getattr(bench, 'arch', '')}"
+        len(chunks), len(chunks) - len(todo), progress and executor == "serial",
+        f"{bench.name}/{getattr(bench, 'arch', '')}"
     )
     try:
         for i in todo:
@@ -426,6 +448,8 @@ def evaluate(
     df.attrs["timings"] = timings
     df.attrs["config"] = json.loads(json.dumps(config, default=str))
     df.attrs["cache"] = str(folder) if folder is not None else None
+    if executor == "ray":
+        df.attrs["executor"] = where
     summary = summarize(df, wide=True)
     df.attrs["summary"] = {m: {k: float(v) for k, v in row.items()} for m, row in summary.iterrows()}
     return df
@@ -476,6 +500,12 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--executor", choices=("serial", "ray"), default="serial",
+                   help="serial: this process; ray: shards of images as Ray tasks (needs '.[distributed]')")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join: auto, HOST:6379 or ray://HOST:10001; default: a local one")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="images per Ray task, in whole batches (default: one batch)")
     p.set_defaults(func=_main)
 
 
@@ -499,6 +529,9 @@ def _main(args: argparse.Namespace) -> int:
         target=args.target,
         progress=not args.no_progress,
         baseline=args.baseline,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        shard_size=args.shard_size,
     )
     wall = time.perf_counter() - t0
     out = (
@@ -524,5 +557,7 @@ def _main(args: argparse.Namespace) -> int:
             "(no box of the target class, or no head)"
         )
     print("method time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in df.attrs["timings"].items()))
+    if "executor" in df.attrs and args.no_progress:
+        print(df.attrs["executor"]["log"])
     print(f"wall time {wall:.1f} s; per-image values: {out}")
     return 0
