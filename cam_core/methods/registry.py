@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from cam_core.methods.attribution import LIMECAM, LRPCAM, DeepSHAPCAM, KernelSHAPCAM
 from cam_core.methods.base import BaseCAM
 from cam_core.methods.eigen import EigenCAM
 from cam_core.methods.gradient import CAM, GradCAM, GradCAMPlusPlus, ShapleyCAM, XGradCAM
@@ -31,6 +32,10 @@ METHODS: dict[str, type[BaseCAM]] = {m.name: m for m in (
     HiResCAM,
     EigenCAM,
     ShapleyCAM,
+    LRPCAM,
+    LIMECAM,
+    DeepSHAPCAM,
+    KernelSHAPCAM,
 )}
 
 #: the six methods of the paper's Tables 2-5, in the paper's order
@@ -38,6 +43,9 @@ PAPER_METHODS: list[str] = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Score-CAM", 
 
 #: CAMs users compare against today (pytorch-grad-cam 1.5's definitions)
 RECENT_METHODS: list[str] = ["LayerCAM", "HiResCAM", "EigenCAM", "ShapleyCAM"]
+
+#: the supplement's methods (coefficients from LRP, LIME, DeepSHAP, KernelSHAP)
+SUPPLEMENT_METHODS: list[str] = ["LRP-CAM", "LIME-CAM", "DeepSHAP-CAM", "KernelSHAP-CAM"]
 
 
 def method_class(name: str) -> tuple[str, type[BaseCAM]]:
