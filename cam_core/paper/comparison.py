@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.paper.tables import CAPTIONS, PAPER_COLUMN, paper_column
+from cam_core.paper.tables import CAPTIONS, DECIMALS, PAPER_COLUMN, paper_column
 from cam_core.paper.tables import table as paper_table
 
 
 def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str | None) -> pd.DataFrame:
-    """Normalise a measured summary to long format ``(benchmark, method, metric, measured)``.
+    """Normalise a measured summary to long format ``(benchmark, method, metric, measured)``, plus
+    ``ci_low, ci_high`` when the summary has them (:func:`cam_core.evaluation.summarize`).
 
     Accepted: a long frame with columns ``method, metric, value`` (or ``mean``, as
     ``cc.evaluation.summarize`` gives; plus ``benchmark`` unless
@@ -36,7 +37,8 @@ def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str
     if "value" not in df.columns and {"method", "metric", "mean"} <= set(df.columns):
         df = df.rename(columns={"mean": "value"})  # cc.evaluation.summarize's long form
     if {"method", "metric", "value"} <= set(df.columns):
-        long = df[[c for c in ("benchmark", "method", "metric", "value") if c in df.columns]].copy()
+        cols = ("benchmark", "method", "metric", "value", "ci_low", "ci_high")
+        long = df[[c for c in cols if c in df.columns]].copy()
     else:
         wide = df.copy()
         if "method" in wide.columns:
@@ -51,7 +53,14 @@ def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str
                          "or pass benchmark='shapes-single' (or a paper column such as 'ImageNet')")
     long = long.rename(columns={"value": "measured"})
     long["measured"] = pd.to_numeric(long["measured"], errors="coerce")
-    return long[["benchmark", "method", "metric", "measured"]]
+    ci = [c for c in ("ci_low", "ci_high") if c in long.columns]
+    return long[["benchmark", "method", "metric", "measured", *(ci if len(ci) == 2 else [])]]
+
+
+def _interval(low: float, high: float, decimals: int) -> str:
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "–"
+    return f"[{low:.{decimals}f}, {high:.{decimals}f}]"
 
 
 def compare(measured: pd.DataFrame | Mapping[str, pd.DataFrame], table: int = 3,
@@ -68,8 +77,10 @@ def compare(measured: pd.DataFrame | Mapping[str, pd.DataFrame], table: int = 3,
 
     Returns:
         index ``(dataset, benchmark, method)`` (``dataset`` = the paper's column), columns a
-        MultiIndex ``(metric, kind)`` with kind in ``paper, measured, difference``
-        (``difference = measured - paper``). Only metrics the table has and methods that were
+        MultiIndex ``(metric, kind)`` with kind in ``paper, measured, ci, difference``
+        (``difference = measured - paper``; ``ci`` the measured mean's interval as text
+        ``"[low, high]"`` at the paper's decimals, present when ``measured`` has ``ci_low, ci_high``,
+        as :func:`cam_core.evaluation.summarize` gives). Only metrics the table has and methods that were
         measured are kept; a measured method absent from the paper gets NaN in ``paper``.
     """
     ref = paper_table(table)
@@ -82,12 +93,18 @@ def compare(measured: pd.DataFrame | Mapping[str, pd.DataFrame], table: int = 3,
     merged = long.merge(ref.rename(columns={"value": "paper"}), on=["dataset", "method", "metric"],
                         how="left")
     merged["difference"] = merged["measured"] - merged["paper"]
-    wide = merged.pivot_table(index=["dataset", "benchmark", "method"], columns="metric",
-                              values=["paper", "measured", "difference"], dropna=False, sort=False)
+    kinds = ["paper", "measured", "difference"]
+    if "ci_low" in merged.columns:
+        merged["ci"] = [_interval(lo, hi, DECIMALS.get(m, 3)) for lo, hi, m in
+                        zip(merged["ci_low"], merged["ci_high"], merged["metric"], strict=True)]
+        kinds = ["paper", "measured", "ci", "difference"]
+    wide = merged.set_index(["dataset", "benchmark", "method", "metric"])[kinds].unstack("metric")
     wide = wide.swaplevel(0, 1, axis=1)
     present = [m for m in metrics if m in wide.columns.get_level_values(0)]
-    wide = wide.reindex(columns=pd.MultiIndex.from_product([present, ["paper", "measured", "difference"]],
-                                                           names=["metric", "kind"]))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([present, kinds], names=["metric", "kind"]))
+    for m in present:
+        for k in ("paper", "measured", "difference"):
+            wide[(m, k)] = pd.to_numeric(wide[(m, k)])
     # rows: paper's dataset order, then the paper's method order, then any extra method
     method_order = list(dict.fromkeys(list(ref["method"]) + list(long["method"])))
     dataset_order = list(dict.fromkeys(list(PAPER_COLUMN.values())))

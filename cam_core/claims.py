@@ -1,0 +1,100 @@
+r"""What a chapter may claim from a table: "better" only where a paired test says so after Holm.
+
+The chapters' "what held" prose is written here, from :func:`cam_core.statistics.paired_table`
+(``method`` against each other method on each metric and benchmark of one table, p-values
+Holm-corrected across the table), never from raw means::
+
+    pairs = cc.evaluation.paired_table(tables, "LIFT-CAM", others=cc.PAPER_METHODS,
+                                       metrics=["IC", "AD", "ADD"])
+    display(Markdown(claims.headline(pairs) + "\n\n" + claims.held(pairs, table=3)))
+
+"LIFT-CAM is better than X" appears only for a pair whose verdict is ``better``; a pair that the
+test cannot separate is "indistinguishable", whatever its means. Where the benchmark stands in for
+one of the paper's columns (:data:`cam_core.paper.PAPER_COLUMN`), each line also says whether the
+paper's own ordering of the pair was confirmed, left unresolved, or contradicted.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from cam_core.metrics import HIGHER_IS_BETTER
+
+_NEEDED = {"benchmark", "metric", "a", "b", "difference", "ci_low", "ci_high", "p_holm", "verdict"}
+
+
+def _check(pairs: pd.DataFrame) -> None:
+    missing = _NEEDED - set(pairs.columns)
+    if missing:
+        raise ValueError(f"pairs lacks {sorted(missing)}: pass cc.evaluation.paired_table's output")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.3g}"
+
+
+def _paper_direction(table: int | None, benchmark: str, metric: str, a: str, b: str) -> str | None:
+    """'better' / 'worse' / 'equal' for ``a`` vs ``b`` in the paper's Table ``table`` (None: no numbers)."""
+    if table is None:
+        return None
+    from cam_core.paper import PAPER_COLUMN
+    from cam_core.paper import table as paper_table
+
+    column = PAPER_COLUMN.get(benchmark, benchmark)
+    ref = paper_table(table)
+    vals = ref[(ref["dataset"] == column) & (ref["metric"] == metric)].set_index("method")["value"]
+    if a not in vals.index or b not in vals.index:
+        return None
+    d = float(vals[a] - vals[b])
+    if d == 0:
+        return "equal"
+    return "better" if (d > 0) == HIGHER_IS_BETTER.get(metric, True) else "worse"
+
+
+def headline(pairs: pd.DataFrame) -> str:
+    """One sentence: in how many of the table's paired comparisons the method is better, indistinguishable,
+    worse (Holm-corrected at the table's ``alpha``)."""
+    _check(pairs)
+    if pairs.empty:
+        return "_No paired comparisons (fewer than two methods measured)._"
+    method = pairs["a"].iloc[0]
+    n = len(pairs)
+    count = pairs["verdict"].value_counts()
+    alpha = pairs.attrs.get("alpha", 0.05)
+    return (f"Over the {n} paired comparisons of this table ({method} against each other method, per metric "
+            f"and benchmark; paired tests over the same images, Holm-corrected across the table at a "
+            f"family-wise error of {alpha:g}), {method} is **better in {count.get('better', 0)}**, "
+            f"indistinguishable in {count.get('indistinguishable', 0)} and worse in {count.get('worse', 0)}.")
+
+
+def held(pairs: pd.DataFrame, table: int | None = None) -> str:
+    """Markdown, one line per (benchmark, metric): whom the method is better than, indistinguishable
+    from and worse than (with the paired difference and its interval), and, where the paper has
+    numbers in Table ``table``, how many of the paper's orderings of these pairs were confirmed."""
+    _check(pairs)
+    if pairs.empty:
+        return "_No paired comparisons._"
+    lines = []
+    for (bench, metric), part in pairs.groupby(["benchmark", "metric"], sort=False):
+        method = part["a"].iloc[0]
+        direction = "higher" if HIGHER_IS_BETTER.get(metric, True) else "lower"
+        groups = {v: part[part["verdict"] == v] for v in ("better", "indistinguishable", "worse")}
+        said = []
+        for v, phrase in (("better", "better than"), ("worse", "worse than")):
+            if len(groups[v]):
+                said.append(f"{phrase} " + ", ".join(
+                    f"{r.b} ({_fmt(r.difference)}, CI [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}])"
+                    for r in groups[v].itertuples()))
+        if len(groups["indistinguishable"]):
+            said.append("indistinguishable from " + ", ".join(groups["indistinguishable"]["b"]))
+        where = f"`{bench}`, " if bench != "" else ""
+        line = f"- {where}**{metric}** ({direction} is better): {method} is " + "; ".join(said) + "."
+        paper = [(_paper_direction(table, bench, metric, method, r.b), r.verdict) for r in part.itertuples()]
+        paper = [(p, v) for p, v in paper if p is not None and p != "equal"]
+        if paper:
+            confirmed = sum(p == v for p, v in paper)
+            contradicted = sum(v != "indistinguishable" and p != v for p, v in paper)
+            line += (f" Of the paper's {len(paper)} orderings of these pairs: {confirmed} confirmed, "
+                     f"{len(paper) - confirmed - contradicted} not resolved, {contradicted} contradicted.")
+        lines.append(line)
+    return "\n".join(lines)
+
