@@ -33,7 +33,7 @@ from cam_core import reference_maps
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
 from cam_core.runtime import eval_mode
-from cam_core.statistics import BINARY_METRICS, Paired, holm, paired, paired_table, summarize  # noqa: F401
+from cam_core.statistics import ci_table, holm, paired, paired_table, summarize  # noqa: F401
 
 #: every metric the runner knows, in table order
 METRICS: tuple[str, ...] = (

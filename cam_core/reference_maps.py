@@ -141,6 +141,12 @@ def get(name: str, **kwargs) -> ReferenceMap:
     return cls(**kwargs)
 
 
+def for_benchmark(bench: object) -> list[str]:
+    """The sanity maps a benchmark can evaluate: all of :data:`SANITY_MAPS`, less ``Box`` without boxes."""
+    has_boxes = getattr(bench, "has_boxes", True)
+    return [n for n in SANITY_MAPS if has_boxes or not REFERENCE_MAPS[n].needs_boxes]
+
+
 def check_benchmark(bench: object, names: Sequence[str]) -> None:
     """Raise a clear error when a map that needs boxes is asked of a benchmark without any."""
     need = [n for n in names if (cls := lookup(n)) is not None and cls.needs_boxes]

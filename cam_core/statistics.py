@@ -127,6 +127,27 @@ def summarize(df: pd.DataFrame, ci: float | None = 0.95, seed: int = 0, *, wide:
     return out
 
 
+def ci_table(summary: pd.DataFrame, metric: str, index: str = "method", columns: str = "benchmark",
+             fmt: str = ".2f") -> pd.DataFrame:
+    """One metric of a long :func:`summarize` frame as a wide table of text cells ``"mean [ci_low, ci_high]"``
+    (rows ``index``, columns ``columns``, in order of first appearance; "–" where nothing was measured;
+    numbers in the format spec ``fmt``, e.g. ``".1f"`` or ``".3g"``)."""
+    part = summary[summary["metric"] == metric]
+    if part.empty:
+        raise ValueError(f"no {metric!r} rows in summary; metrics: {list(dict.fromkeys(summary['metric']))}")
+
+    def cell(r: pd.Series) -> str:
+        if not np.isfinite(r["mean"]):
+            return "–"
+        ci = f" [{r['ci_low']:{fmt}}, {r['ci_high']:{fmt}}]" if np.isfinite(r["ci_low"]) else ""
+        return f"{r['mean']:{fmt}}{ci}"
+
+    text = part.assign(cell=part.apply(cell, axis=1))
+    out = text.pivot(index=index, columns=columns, values="cell")
+    out = out.reindex(index=list(dict.fromkeys(part[index])), columns=list(dict.fromkeys(part[columns])))
+    return out.fillna("–")
+
+
 # ---- paired comparisons ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Paired:

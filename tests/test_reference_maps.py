@@ -76,3 +76,5 @@ def test_box_on_a_benchmark_without_boxes_is_a_clear_error():
     with pytest.raises(ValueError, match="'Box' needs ground-truth boxes.*drop it"):
         evaluate(bench, methods=["Box", "Uniform"], metrics=["AD"], n_images=2, cache=None, progress=False)
     evaluate(bench, methods=["Uniform"], metrics=["AD"], n_images=2, cache=None, progress=False)
+    assert R.for_benchmark(bench) == ["Uniform", "Random", "Center"]
+    assert R.for_benchmark(FakeBench()) == cc.SANITY_MAPS

@@ -130,3 +130,14 @@ def test_paired_table_holm_corrects_and_reads_the_metrics_direction():
         S.paired_table(df, "Score-CAM")
     with pytest.raises(ValueError, match="no 'AD' values for method 'Z'"):
         S.paired(df, "AD", "LIFT-CAM", "Z")
+
+
+def test_ci_table_writes_mean_and_interval_per_cell():
+    df = pd.concat([tidy({"A": np.full(10, 0.5), "B": np.linspace(0, 1, 10)}, "pointing").assign(benchmark=b)
+                    for b in ("s1", "s2")])
+    t = S.ci_table(S.summarize(df), "pointing", fmt=".1f")
+    assert list(t.index) == ["A", "B"] and list(t.columns) == ["s1", "s2"]
+    assert t.loc["A", "s1"] == "50.0 [50.0, 50.0]"
+    assert t.loc["B", "s2"].startswith("50.0 [")
+    with pytest.raises(ValueError, match="no 'AD' rows"):
+        S.ci_table(S.summarize(df), "AD")

@@ -6,12 +6,14 @@ import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
 from cam_core.paper.tables import DECIMALS
+from cam_core.reference_maps import SANITY_MAPS
 
 
 def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats.style.Styler:
     """A Styler for :func:`compare`'s output: the paper's decimals; the ``difference`` cells
     coloured green where measured is better than the paper, red where worse (by the metric's
-    direction), shade by relative size; the best method per column in bold."""
+    direction), shade by relative size; the best method per column in bold (among the CAMs: the
+    sanity maps of :mod:`cam_core.reference_maps` are never bold)."""
     metrics = list(dict.fromkeys(comparison.columns.get_level_values(0)))
     sty = comparison.style
     for m in metrics:
@@ -43,6 +45,8 @@ def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats
         groups = positions.groupby(level=["dataset", "benchmark"], sort=False)
         for _, pos in groups:
             vals = col.iloc[pos.to_numpy()]
+            cams = ~vals.index.get_level_values("method").isin(SANITY_MAPS)
+            vals = vals.where(cams)
             if vals.notna().any():
                 best = vals.max() if higher else vals.min()
                 for p, v in zip(pos.to_numpy(), vals, strict=True):

@@ -48,7 +48,10 @@ class VQABenchmark(Benchmark):
         beside the majority-answer baseline on the same questions (always answering the most
         frequent answer of that group: what a model that ignores the image can reach at best
         without the question; per type, what a model that reads only the question's type can reach).
+        ``ci_low`` / ``ci_high``: the accuracy's 95% bootstrap interval over questions (seeded by ``seed``).
         """
+        from cam_core.statistics import bootstrap_ci
+
         qtypes: list[str] = []
         labels, preds = [], []
         was = self.model.training
@@ -66,9 +69,12 @@ class VQABenchmark(Benchmark):
         df["correct"] = df["label"] == df["pred"]
 
         def row(g: pd.DataFrame) -> dict[str, float]:
+            low, high = bootstrap_ci(100 * g["correct"].to_numpy(float), 0.95, seed=seed)
             return {
                 "questions": len(g),
                 "accuracy": 100 * g["correct"].mean(),
+                "ci_low": low,
+                "ci_high": high,
                 "majority answer": self.class_names[int(g["label"].mode().iloc[0])],
                 "majority baseline": 100 * g["label"].value_counts(normalize=True).iloc[0],
             }
