@@ -93,7 +93,8 @@ def held(pairs: pd.DataFrame, table: int | None = None) -> str:
         if paper:
             confirmed = sum(p == v for p, v in paper)
             contradicted = sum(v != "indistinguishable" and p != v for p, v in paper)
-            line += (f" Of the paper's {len(paper)} orderings of these pairs: {confirmed} confirmed, "
+            pairs_word = "orderings of these pairs" if len(paper) > 1 else "ordering of this pair"
+            line += (f" Of the paper's {len(paper)} {pairs_word}: {confirmed} confirmed, "
                      f"{len(paper) - confirmed - contradicted} not resolved, {contradicted} contradicted.")
         lines.append(line)
     return "\n".join(lines)
