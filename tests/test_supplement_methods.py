@@ -19,6 +19,7 @@ from torch import nn
 
 import cam_core as cc
 from cam_core import shapley, surrogate
+from cam_core.lrp import lrp
 
 
 def _tiny(bias: bool = True) -> nn.Module:
@@ -87,7 +88,7 @@ def test_lrp_cam_matches_captum_lrp(arch, layer, part, size) -> None:
 def test_lrp_cam_conserves_the_logit_and_equals_lift_cam_on_a_bias_free_relu_head() -> None:
     model, x = _tiny(bias=False), torch.randn(3, 3, 8, 8)
     split, a, t = _maps(model, "1", x)
-    relevance, delta = cc.lrp.lrp(split.head, a, t, epsilon=1e-12, return_delta=True)
+    relevance, delta = lrp(split.head, a, t, epsilon=1e-12, return_delta=True)
     logit = split.head(a).gather(1, t[:, None])[:, 0].detach()
     assert delta.abs().max() < 1e-5 * logit.abs().max()
     res = cc.LRPCAM(model, "1")(x)
@@ -98,7 +99,7 @@ def test_lrp_cam_conserves_the_logit_and_equals_lift_cam_on_a_bias_free_relu_hea
 def test_lrp_refuses_a_head_without_a_rule() -> None:
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid())
     with pytest.raises(ValueError, match="no rule for Sigmoid"):
-        cc.lrp.lrp(head, torch.rand(2, 4, 3, 3), 0)
+        lrp(head, torch.rand(2, 4, 3, 3), 0)
 
 
 # ---- LIME-CAM --------------------------------------------------------------------------------------
