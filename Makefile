@@ -7,13 +7,13 @@ STAMP := $(VENV)/.installed
 SMOKE ?= 0
 DEVICE ?= auto
 
-.PHONY: venv browser test test-all lint models book book-smoke bench demo clean
+.PHONY: venv browser test test-all lint models book book-smoke bench demo lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/python -m pip install -q -e ".[test,book,distributed]"
+	$(BIN)/python -m pip install -q -e ".[test,book,distributed,course]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -57,6 +57,14 @@ bench: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m cam_core demo --out results/demo.png
+
+## JupyterLab on the chapters and the course: this environment's kernel first, nbgrader's formgrader on
+## course/ (LAB_ARGS="--no-browser --port 8899" for a server without a browser).
+lab: $(STAMP)
+	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
+	JUPYTER_CONFIG_PATH="$(CURDIR)/course$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+		$(BIN)/jupyter lab --CourseDirectory.root="$(CURDIR)/course" \
+		$(if $(filter 0,$(shell id -u)),--allow-root,) $(LAB_ARGS)
 
 clean:
 	rm -rf book/_build build results/cache
