@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "cam_core.evaluation",  # evaluate: the paper's tables on any benchmark, resumable
     "cam_core.vqa.training",  # train-vqa: the embedded VQA model
     "cam_core.book",  # book: run every chapter with papermill and build the Jupyter Book
+    "cam_core.course",  # course: release and grade the book's nbgrader assignments
 )
 
 
