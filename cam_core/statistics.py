@@ -127,6 +127,16 @@ def summarize(df: pd.DataFrame, ci: float | None = 0.95, seed: int = 0, *, wide:
     return out
 
 
+def with_ci(mean: pd.Series, low: pd.Series, high: pd.Series, fmt: str = ".2f") -> pd.Series:
+    """Text cells ``"mean [low, high]"`` (``"mean"`` where the interval is NaN, "–" where the mean is)."""
+    def cell(m: float, lo: float, hi: float) -> str:
+        if not np.isfinite(m):
+            return "–"
+        return f"{m:{fmt}}" + (f" [{lo:{fmt}}, {hi:{fmt}}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+
+    return pd.Series([cell(*v) for v in zip(mean, low, high, strict=True)], index=mean.index, dtype=object)
+
+
 def ci_table(summary: pd.DataFrame, metric: str, index: str = "method", columns: str = "benchmark",
              fmt: str = ".2f") -> pd.DataFrame:
     """One metric of a long :func:`summarize` frame as a wide table of text cells ``"mean [ci_low, ci_high]"``
@@ -135,14 +145,7 @@ def ci_table(summary: pd.DataFrame, metric: str, index: str = "method", columns:
     part = summary[summary["metric"] == metric]
     if part.empty:
         raise ValueError(f"no {metric!r} rows in summary; metrics: {list(dict.fromkeys(summary['metric']))}")
-
-    def cell(r: pd.Series) -> str:
-        if not np.isfinite(r["mean"]):
-            return "–"
-        ci = f" [{r['ci_low']:{fmt}}, {r['ci_high']:{fmt}}]" if np.isfinite(r["ci_low"]) else ""
-        return f"{r['mean']:{fmt}}{ci}"
-
-    text = part.assign(cell=part.apply(cell, axis=1))
+    text = part.assign(cell=with_ci(part["mean"], part["ci_low"], part["ci_high"], fmt))
     out = text.pivot(index=index, columns=columns, values="cell")
     out = out.reindex(index=list(dict.fromkeys(part[index])), columns=list(dict.fromkeys(part[columns])))
     return out.fillna("–")

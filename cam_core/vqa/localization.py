@@ -85,7 +85,10 @@ _PERCENT = ["energy", "mostly_inside", "hit", "box_share", "beats_others"]
 
 
 def _aggregate(df: pd.DataFrame, by: list[str], threshold: float) -> pd.DataFrame:
-    """Mean of every per-question score (in %) per group of ``by``, and the group's size."""
+    """Mean of every per-question score (in %) per group of ``by``, the group's size, and the energy's
+    95% bootstrap interval over questions (``energy_ci_low``, ``energy_ci_high``, seed 0)."""
+    from cam_core.statistics import bootstrap_ci
+
     if df.empty:
         raise ValueError("no localization rows to summarize")
     g = df.assign(mostly_inside=(df["energy"] > threshold).astype(float))
@@ -93,6 +96,9 @@ def _aggregate(df: pd.DataFrame, by: list[str], threshold: float) -> pd.DataFram
         **{c: (c, "mean") for c in _PERCENT}, questions=("energy", "size")
     )
     out[_PERCENT] = 100 * out[_PERCENT]
+    ci = g.groupby(by, sort=False)["energy"].apply(lambda e: bootstrap_ci(100 * e.dropna().to_numpy(float)))
+    out["energy_ci_low"] = [lo for lo, _ in ci.reindex(out.index)]
+    out["energy_ci_high"] = [hi for _, hi in ci.reindex(out.index)]
     return out
 
 
