@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                      # VGG16 + ResNet50, 224 px, batch 8, auto device
     .venv/bin/python bench/run.py --quick              # a tiny run (64 px, batch 2) to check it works
     .venv/bin/python bench/run.py --device cuda --baseline-images 8
+    .venv/bin/python bench/run.py --evaluate           # cc.evaluate's throughput (bench/evaluate.py)
 
 Prints, per model: each method's time per image as a ratio to our Grad-CAM in the same run; our
 Grad-CAM / Score-CAM / Ablation-CAM beside pytorch-grad-cam's; our SHAP-CAM per ordering beside
@@ -264,6 +265,12 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--evaluate" in argv:  # the evaluation runner's throughput instead: bench/evaluate.py and its options
+        from evaluate import main as evaluate_main
+
+        evaluate_main([a for a in argv if a != "--evaluate"])
+        return
     args = parse_args(argv)
     text = run(args)
     print()

@@ -30,6 +30,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,10 +124,12 @@ def run_shard(bench_ref: list, shard: list[tuple[int, list[int]]], folder: str |
     """Every batch ``(i, image indices)`` of ``shard``: read from the cache, or computed and written to it.
 
     ``bench_ref`` is ``[ObjectRef]`` (wrapped so that Ray does not fetch it for every task: the worker
-    unpacks each benchmark once). Returns ``{"records": {i: record}, "computed": [i, ...], "host": ...}``.
+    unpacks each benchmark once). Returns ``{"records": {i: record}, "computed": [i, ...], "host": ...,
+    "cpu_s": the worker's CPU seconds}``.
     """
     import ray
 
+    cpu0 = time.process_time()
     key = bench_ref[0].hex()
     if key not in _WORKER_BENCH:
         _WORKER_BENCH.clear()  # one benchmark at a time per worker
@@ -149,7 +152,8 @@ def run_shard(bench_ref: list, shard: list[tuple[int, list[int]]], folder: str |
                     unwritable = True
         records[i] = rec
     host = {"node": ray.util.get_node_ip_address(), "pid": os.getpid()}
-    return {"records": records, "computed": computed, "host": host, "unwritable": unwritable}
+    return {"records": records, "computed": computed, "host": host, "unwritable": unwritable,
+            "cpu_s": time.process_time() - cpu0}
 
 
 # ---- the driver -------------------------------------------------------------------------------------
@@ -179,6 +183,7 @@ def run(bench: Any, chunks: list[list[int]], records: list[dict | None], folder:
     bar = _progress(total, total - sum(pending.values()), progress, desc)
     ran: Counter[str] = Counter()
     computed: Counter[str] = Counter()
+    cpu_s = 0.0
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -191,6 +196,7 @@ def run(bench: Any, chunks: list[list[int]], records: list[dict | None], folder:
                 where = f"{out['host']['node']} pid {out['host']['pid']}"
                 ran[where] += 1
                 computed[where] += len(out["computed"])
+                cpu_s += out["cpu_s"]
                 bar.update(pending.pop(ref))
     except BaseException:
         for ref in pending:  # queued shards are dropped; what finished is in the cache
@@ -207,7 +213,7 @@ def run(bench: Any, chunks: list[list[int]], records: list[dict | None], folder:
     if progress:
         print(line, file=sys.stderr)
     return {"executor": "ray", "shards": len(shards), "workers": dict(ran), "computed": dict(computed),
-            "log": line}
+            "cpu_s": cpu_s, "log": line}
 
 
 def _progress(total: int, done: int, enabled: bool, desc: str) -> Any:
