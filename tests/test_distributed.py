@@ -154,3 +154,12 @@ def test_executor_arguments_are_checked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ImportError, match=r"pip install -e '\.\[distributed\]'"):
         evaluate(FakeBench(), methods=[cam], cache=None, executor="ray", **RUN)
+
+
+def test_the_command_line_takes_the_executor():
+    from cam_core.cli import build_parser
+
+    args = build_parser().parse_args(["evaluate", "--executor", "ray", "--ray-address", "auto",
+                                      "--shard-size", "64"])
+    assert (args.executor, args.ray_address, args.shard_size) == ("ray", "auto", 64)
+    assert build_parser().parse_args(["evaluate"]).executor == "serial"
