@@ -12,10 +12,11 @@ and the two curves; once per image: x itself), times the time of one forward pas
 best batch size, measured here. ``actual / bound`` says how far the runner is from that limit (the
 methods' own passes, Score-CAM's K masked forwards above all, and the bookkeeping make up the rest).
 
-Each configuration runs once untimed (warm-up: Ray's workers import torch and unpack the benchmark)
-and then once timed; times are wall seconds and CPU seconds (the serial process's, or the sum over
-Ray's workers). The machine's load average is recorded before and after: on a machine shared with
-other jobs, CPU seconds are the steadier measure, and wall seconds are only comparable within a run.
+Each configuration first runs on one image per worker, untimed (warm-up: imports, traced splits;
+Ray's workers import torch and unpack the benchmark), then once timed; times are wall seconds and
+CPU seconds (the serial process's, or the sum over Ray's workers). The machine's load average is
+recorded before and after: on a machine shared with other jobs, CPU seconds are the steadier
+measure, and wall seconds are only comparable within a run.
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- the bound --------------------------------------------------------------------------------
     x = next(iter(bench.images(n=16, seed=0, batch_size=16))).x
-    fwd = forward_time(bench.model, x, [1, 4, 16, 32, 64, 128, 256] if not args.quick else [4, 16])
+    fwd = forward_time(bench.model, x, [8, 16, 32, 64, 128, 256] if not args.quick else [4, 16])
     best_b = min(fwd, key=lambda b: fwd[b][1])
     passes = len(methods) * (2 + 2 * (steps + 1)) + 1
     bound_wall, bound_cpu = passes * fwd[best_b][0], passes * fwd[best_b][1]
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     serial = {}
     for bs in sizes:
         kw = dict(run_kw, batch_size=bs)
-        evaluate(bench, **dict(kw, n_images=min(bs, 8)))  # warm-up (one-time set-up: imports, traced splits)
+        evaluate(bench, **dict(kw, n_images=1))  # warm-up (one-time set-up: imports, traced splits)
         wall, cpu, _ = timed(lambda kw=kw: evaluate(bench, **kw))
         serial[bs] = (wall, cpu)
         name = f"batch_size={bs}" + (" (default)" if bs == default_batch else "")
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 ray.shutdown()
             distributed.connect(None, num_cpus=k, log_to_driver=False)
             kw = dict(run_kw, executor="ray")
-            evaluate(bench, **dict(kw, n_images=k * default_batch))  # warm-up: start the workers
+            evaluate(bench, **dict(kw, n_images=k, batch_size=1))  # warm-up: one task per worker starts it
             wall, cpu, df = timed(lambda kw=kw: evaluate(bench, **kw))
             say(f"| {k} | {wall:.1f} | {cpu:.1f} | {n / wall:.2f} | {wall_serial / wall:.2f}x | "
                 f"{cpu / n / bound_cpu:.2f} |")
