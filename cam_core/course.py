@@ -181,13 +181,36 @@ def _select(course: Path, only: Sequence[str] | None) -> list[str]:
 
 # ---- grade ---------------------------------------------------------------------------------------
 def _assignment_of(path: Path, course: Path, known: list[str]) -> tuple[str, str]:
-    """``(assignment, notebook name)`` for a submitted file, from its name (``a1_gradcam.ipynb``)."""
-    for name in known:
-        for nb in sorted((course / "source" / name).glob("*.ipynb")):
+    """``(assignment, notebook name)`` for a submitted file: from its name (``a1_gradcam.ipynb``), else
+    a name that contains one (``alice_a1_gradcam.ipynb``), else the nbgrader cell ids it carries."""
+    sources = {name: sorted((course / "source" / name).glob("*.ipynb")) for name in known}
+    for name, notebooks in sources.items():
+        for nb in notebooks:
             if nb.stem == path.stem:
                 return name, nb.stem
+    for name, notebooks in sources.items():
+        for nb in sorted(notebooks, key=lambda p: -len(p.stem)):
+            if nb.stem in path.stem:
+                return name, nb.stem
+    ids = _grade_ids(path)
+    overlap = {(name, nb.stem): len(ids & _grade_ids(nb))
+               for name, notebooks in sources.items() for nb in notebooks}
+    best = max(overlap, key=overlap.get, default=None)
+    if best is not None and overlap[best] > 0 and list(overlap.values()).count(overlap[best]) == 1:
+        return best
     raise CourseError(f"cannot tell which assignment {path} is for: name it as released "
                       f"({', '.join(n + '.ipynb' for n in known)}) or pass --assignment")
+
+
+def _grade_ids(path: Path) -> set[str]:
+    """The nbgrader cell ids of the ``solution`` / ``grade`` cells of a notebook (empty if unreadable)."""
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        return {c["metadata"]["nbgrader"]["grade_id"] for c in cells
+                if isinstance(c, dict) and "grade_id" in c.get("metadata", {}).get("nbgrader", {})
+                and (c["metadata"]["nbgrader"].get("solution") or c["metadata"]["nbgrader"].get("grade"))}
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return set()
 
 
 def _student_of(path: Path, assignment: str) -> str:
@@ -303,11 +326,12 @@ def grade(notebooks: Sequence[str | Path], course_dir: str | Path | None = None,
 
 
 def _grade_one(api: Any, course: Path, given: str, path: Path, name: str, nb_name: str, sid: str) -> Grade:
+    content = path.read_bytes()  # before clearing the folder, which may be where the file is
     submitted = course / "submitted" / sid / name
     if submitted.exists():
         shutil.rmtree(submitted)
     submitted.mkdir(parents=True)
-    shutil.copyfile(path, submitted / f"{nb_name}.ipynb")
+    (submitted / f"{nb_name}.ipynb").write_bytes(content)
     messages = []
     problem = _readable(path)
     if problem is None:

@@ -89,10 +89,17 @@ def test_student_ids_follow_nbgraders_layout(tmp_path):
     assert course._student_of(tmp_path / "bob smith" / "a1_gradcam.ipynb", "a1_gradcam") == "bob_smith"
 
 
-# ---- release and grade, as an instructor (one release, two grade calls) -------------------------------
-def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cam_core", "course", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+# ---- release and grade, as an instructor -----------------------------------------------------------
+# Two course copies graded at the same time (each has its own gradebook): the instructor's notebooks in
+# one; in the other, after the release, the student versions and the faulty submissions.
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cam_core", "course", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _edit(src: Path, dst: Path, grade_id: str, old: str, new: str) -> Path:
@@ -105,30 +112,32 @@ def _edit(src: Path, dst: Path, grade_id: str, old: str, new: str) -> Path:
     return dst
 
 
+#: seconds per cell for the student submissions (one of them loops)
+TIMEOUT = 30
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("course")
-    work = tmp / "course"
-    shutil.copytree(COURSE / "source", work / "source")
-    shutil.copy(COURSE / "nbgrader_config.py", work)
+    for copy in ("course_a", "course_b"):
+        shutil.copytree(COURSE / "source", tmp / copy / "source")
+        shutil.copy(COURSE / "nbgrader_config.py", tmp / copy)
     for d in ("home", "tmp"):
         (tmp / d).mkdir()
     env = {**os.environ, "HOME": str(tmp / "home"), "TMPDIR": str(tmp / "tmp"),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
-    released = _cli(["release", "--course", str(work), "--out", str(tmp / "release")], env, tmp)
-    assert released.returncode == 0, released.stderr
-
     sub = tmp / "submissions"
     (sub / "instructor").mkdir(parents=True)
     instructor = [Path(shutil.copy(COURSE / "source" / a / f"{a}.ipynb", sub / "instructor"))
                   for a in ASSIGNMENTS]
+    full = _cli(["grade", "--course", str(tmp / "course_a"), "--json", *map(str, instructor)], env, tmp)
+    released = _wait(_cli(["release", "--course", str(tmp / "course_b"), "--out", str(tmp / "release")],
+                          env, tmp))
+
     unanswered = [tmp / "release" / a / f"{a}.ipynb" for a in ASSIGNMENTS]
     wrong = _edit(COURSE / "source/a1_gradcam/a1_gradcam.ipynb", sub / "wrong" / "a1_gradcam.ipynb",
                   "gradcam_alpha", "return G.mean(dim=(2, 3))", "return G.sum(dim=(2, 3))")
-    graded = _cli(["grade", "--course", str(work), "--json", *map(str, [*instructor, *unanswered, wrong])],
-                  env, tmp)
-
     broken = sub / "broken"
     broken.mkdir()
     (broken / "a2_deeplift.ipynb").write_text('{"cells": [ this is not json')
@@ -136,11 +145,15 @@ def run(tmp_path_factory):
           "coalition_value", "    ### BEGIN SOLUTION\n",
           "    ### BEGIN SOLUTION\n    raise RuntimeError('boom')\n")
     _edit(COURSE / "source/a4_faithfulness/a4_faithfulness.ipynb", broken / "a4_faithfulness.ipynb",
-          "target_softmax", "def target_softmax", "while True:\n    pass\n\n\ndef target_softmax")
-    bad = _cli(["grade", "--course", str(work), "--json", "--timeout", "20",
-                *map(str, sorted(broken.glob("*.ipynb")))], env, tmp)
-    return {"tmp": tmp, "work": work, "released": released, "graded": graded, "bad": bad,
-            "instructor": instructor, "unanswered": unanswered, "wrong": wrong}
+          "target_softmax", "def target_softmax",
+          "import time\nwhile True:\n    time.sleep(0.1)\n\n\ndef target_softmax")
+    student = []
+    if released.returncode == 0:
+        student = [*unanswered, wrong, *sorted(broken.glob("*.ipynb"))]
+        student = _wait(_cli(["grade", "--course", str(tmp / "course_b"), "--json", "--timeout", str(TIMEOUT),
+                              *map(str, student)], env, tmp))
+    return {"tmp": tmp, "released": released, "full": _wait(full), "student": student,
+            "instructor": instructor, "unanswered": unanswered, "wrong": wrong, "broken": broken}
 
 
 def _by_notebook(proc: subprocess.CompletedProcess) -> dict[str, dict]:
@@ -152,6 +165,7 @@ def _by_notebook(proc: subprocess.CompletedProcess) -> dict[str, dict]:
 
 
 def test_release_strips_solutions_and_hidden_tests(run):
+    assert run["released"].returncode == 0, run["released"].stderr[-3000:]
     release = run["tmp"] / "release"
     printed = run["released"].stdout.split()
     assert sorted(Path(p).parent.name for p in printed) == ASSIGNMENTS
@@ -176,40 +190,46 @@ def test_release_strips_solutions_and_hidden_tests(run):
 
 
 def test_source_notebooks_get_full_marks(run):
-    rows = _by_notebook(run["graded"])
+    rows = _by_notebook(run["full"])
     for path in run["instructor"]:
         row = rows[str(path)]
-        assert row["max_score"] > 0 and row["score"] == row["max_score"], (row, run["graded"].stderr[-3000:])
+        assert row["max_score"] > 0 and row["score"] == row["max_score"], (row, run["full"].stderr[-3000:])
 
 
 def test_released_unanswered_notebooks_get_zero(run):
-    rows = _by_notebook(run["graded"])
+    rows = _by_notebook(run["student"])
     for path in run["unanswered"]:
         row = rows[str(path)]
         assert row["assignment"] == path.stem and row["max_score"] > 0 and row["score"] == 0, row
-    assert "NotImplementedError" in run["graded"].stderr
+    assert "NotImplementedError" in run["student"].stderr
 
 
 def test_a_wrong_answer_gets_partial_marks(run):
-    row = _by_notebook(run["graded"])[str(run["wrong"])]
+    row = _by_notebook(run["student"])[str(run["wrong"])]
     assert 0 < row["score"] < row["max_score"], row
     assert row["score"] == row["max_score"] - 2  # only Grad-CAM's test (2 points) fails
-    assert "test_gradcam (2 points) failed" in run["graded"].stderr
+    assert "test_gradcam (2 points) failed" in run["student"].stderr
 
 
 def test_scores_are_recorded_in_the_gradebook(run):
     from nbgrader.api import Gradebook
 
-    rows = _by_notebook(run["graded"])
-    with Gradebook(f"sqlite:///{run['work'] / 'gradebook.db'}", "cam_core") as gb:
+    rows = _by_notebook(run["student"])
+    with Gradebook(f"sqlite:///{run['tmp'] / 'course_b' / 'gradebook.db'}", "cam_core") as gb:
         nb = gb.find_submission_notebook("a1_gradcam", "a1_gradcam", "wrong")
-        assert nb.score == rows[str(run["wrong"])]["score"]
-        assert gb.find_submission_notebook("a1_gradcam", "a1_gradcam", "instructor").score == nb.max_score
+        assert nb.score == rows[str(run["wrong"])]["score"] < nb.max_score
+        assert gb.find_submission_notebook("a3_shapley", "a3_shapley", "broken").score == rows[
+            str(run["broken"] / "a3_shapley.ipynb")]["score"]
+    with Gradebook(f"sqlite:///{run['tmp'] / 'course_a' / 'gradebook.db'}", "cam_core") as gb:
+        for a in ASSIGNMENTS:
+            nb = gb.find_submission_notebook(a, a, "instructor")
+            assert nb.score == nb.max_score > 0
 
 
 def test_malformed_raising_and_looping_submissions_do_not_crash_the_grader(run):
-    rows = {Path(k).stem: v for k, v in _by_notebook(run["bad"]).items()}
-    err = run["bad"].stderr
+    rows = {Path(k).stem: v for k, v in _by_notebook(run["student"]).items()
+            if Path(k).parent == run["broken"]}
+    err = run["student"].stderr
     assert rows["a2_deeplift"]["score"] == 0 and rows["a2_deeplift"]["max_score"] > 0
     assert "a2_deeplift.ipynb: 0 points on every test: not a valid notebook" in err
     # raising in one function: the tests that call it fail, the others pass
@@ -217,4 +237,16 @@ def test_malformed_raising_and_looping_submissions_do_not_crash_the_grader(run):
     assert "RuntimeError: boom" in err
     # a loop at the top of a cell is interrupted; the tests that needed that cell fail
     assert rows["a4_faithfulness"]["score"] < rows["a4_faithfulness"]["max_score"]
-    assert "ran longer than the limit (20 s per cell" in err
+    assert f"ran longer than the limit ({TIMEOUT} s per cell" in err
+
+
+def test_the_assignment_is_found_from_the_name_or_the_cells(tmp_path):
+    known = course.assignments(COURSE)
+    renamed = Path(shutil.copy(COURSE / "source/a1_gradcam/a1_gradcam.ipynb",
+                               tmp_path / "alice_a1_gradcam.ipynb"))
+    assert course._assignment_of(renamed, COURSE, known) == ("a1_gradcam", "a1_gradcam")
+    homework = Path(shutil.copy(COURSE / "source/a3_shapley/a3_shapley.ipynb", tmp_path / "homework.ipynb"))
+    assert course._assignment_of(homework, COURSE, known) == ("a3_shapley", "a3_shapley")
+    (tmp_path / "junk.ipynb").write_text("not json")
+    with pytest.raises(course.CourseError, match="cannot tell which assignment"):
+        course._assignment_of(tmp_path / "junk.ipynb", COURSE, known)
