@@ -11,12 +11,18 @@ nothing runs twice) with warnings as errors::
     python -m cam_core book --skip-execute       # rebuild the HTML from the executed copies
 
 Your own runs: ``papermill notebooks/04_faithfulness.ipynb build/book/notebooks/04_faithfulness.ipynb
--p BENCHMARKS imagenet -p DATA_DIR /data/imagenet -p DEVICE cuda``, then ``--skip-execute``.
+-p BENCHMARK imagenet -p DATA_DIR /data/imagenet -p DEVICE cuda``, then ``--skip-execute``.
 
 Parameters given to every chapter that declares them: ``DEVICE``, ``SMOKE``, ``RESULTS_DIR``
 (and ``SEED`` when ``--seed`` is given). ``-p NAME VALUE`` sets ``NAME`` in every chapter that
 declares it; ``-p 04:NAME VALUE`` in chapter 04 only. Values follow papermill's ``-p`` rules
 (``True``/``False``/``None``, integers and floats are converted; anything else is a string).
+Every chapter's parameters are checked before the first one runs: a name no chapter declares,
+a size that is not a positive integer, or a ``DATA_DIR`` for an embedded benchmark stops the
+command with the list of valid names. ``--smoke`` shrinks only the sizes that were not given.
+
+Results: the full run writes the book's results to ``results/`` (``--results``); a ``--smoke``
+run writes them to ``<build dir>/results`` and never over the book's.
 """
 from __future__ import annotations
 
@@ -225,7 +231,20 @@ def book_toc(book_src: Path, chapters: list[Chapter]) -> dict[str, Any]:
     return toc
 
 
-def _run_log(executed: dict[Chapter, Path]) -> str:
+def _versions() -> str:
+    """``Python 3.11.9, torch 2.14.1, cam_core 0.1.0, ...``: what this run ran on."""
+    from importlib import metadata
+
+    out = [f"Python {sys.version.split()[0]}"]
+    for dist in ("torch", "torchvision", "cam_core", "papermill", "jupyter-book"):
+        try:
+            out.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(out)
+
+
+def _run_log(executed: dict[Chapter, Path], device: str = "") -> str:
     """Markdown page: each chapter's parameters and run time, read from papermill's metadata."""
     import nbformat
 
@@ -240,12 +259,14 @@ def _run_log(executed: dict[Chapter, Path]) -> str:
         seconds = meta.get("duration")
         secs = f"{seconds:.0f}" if isinstance(seconds, int | float) else "?"
         lines.append(f"| [{chapter.name}]({chapter.docname}.ipynb) | {params} | {started} | {secs} |")
-    lines += ["", f"Book built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with Python "
-              f"{sys.version.split()[0]} on {sys.platform}.", ""]
+    lines += ["", f"Book built {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {sys.platform} with "
+              f"{_versions()}.", ""]
+    if device:
+        lines += [f"Device: {device}.", ""]
     return "\n".join(lines)
 
 
-def stage_book(book_src: Path, build_dir: Path, chapters: list[Chapter]) -> Path:
+def stage_book(book_src: Path, build_dir: Path, chapters: list[Chapter], device: str = "") -> Path:
     """Copy the book sources next to the executed notebooks and write the toc and the run log.
 
     Every chapter must have an executed copy at ``<build_dir>/notebooks/<name>.ipynb`` that did
@@ -270,7 +291,7 @@ def stage_book(book_src: Path, build_dir: Path, chapters: list[Chapter]) -> Path
         if src.is_file() and src.suffix in BOOK_SOURCE_SUFFIXES and src.name != "_toc.yml":
             shutil.copy2(src, build_dir / src.name)
     (build_dir / "_toc.yml").write_text(yaml.safe_dump(book_toc(book_src, chapters), sort_keys=False))
-    (build_dir / f"{RUN_LOG}.md").write_text(_run_log(executed))
+    (build_dir / f"{RUN_LOG}.md").write_text(_run_log(executed, device))
     return build_dir
 
 
@@ -301,38 +322,83 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` when inside it (what the chapters and the pages show), else as is."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _defaults(declared: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's declared defaults as values (papermill gives them as source text)."""
+    import ast
+
+    out = {}
+    for k, v in declared.items():
+        try:
+            out[k] = ast.literal_eval(v) if isinstance(v, str) else v
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
+def check_plans(plans: dict[Chapter, dict[str, Any]], declared: dict[Chapter, dict[str, Any]],
+                overrides: dict[str | None, dict[str, Any]]) -> None:
+    """Every chapter's parameters, checked before the first one runs (:func:`cam_core.chapter.check`)."""
+    from cam_core.chapter import check
+
+    names = list(dict.fromkeys(k for c in declared for k in declared[c]))
+    unused = [k for k in overrides.get(None, {}) if k not in names]
+    if unused:
+        raise BookError(f"-p {', '.join(unused)}: no chapter to run declares it; the parameters are "
+                        f"{', '.join(names)}")
+    for c, plan in plans.items():
+        try:
+            check({**_defaults(declared[c]), **plan}, declared[c], chapter=f"chapter {c.name}")
+        except ValueError as err:
+            raise BookError(str(err)) from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    from cam_core.runtime import resolve_device
+
     root = Path.cwd()
     notebooks_dir = (root / args.notebooks).resolve()
     build_dir = (root / args.build_dir).resolve()
-    results_dir = (root / args.results).resolve()
+    results = getattr(args, "results", None)
+    if results is None:  # the full run owns results/; a smoke run never writes over it
+        results = os.path.join(args.build_dir, "results") if args.smoke else "results"
+    results_dir = (root / results).resolve()
     chapters = find_chapters(notebooks_dir)
-    if args.only:
-        wanted = {n.zfill(2) for n in args.only}
-        unknown = wanted - {c.number for c in chapters}
-        if unknown:
-            raise BookError(f"--only {', '.join(sorted(unknown))}: no such chapter; chapters are "
-                            f"{', '.join(c.name for c in chapters)}")
+    wanted = {n.zfill(2) for n in args.only} if args.only else set()
+    unknown = wanted - {c.number for c in chapters}
+    if unknown:
+        raise BookError(f"--only {', '.join(sorted(unknown))}: no such chapter; chapters are "
+                        f"{', '.join(c.name for c in chapters)}")
     overrides = parse_overrides(args.param)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise BookError(str(err)) from None
     common: dict[str, Any] = {"DEVICE": args.device, "SMOKE": bool(args.smoke),
-                              "RESULTS_DIR": str(results_dir)}
+                              "RESULTS_DIR": _relative(results_dir, root)}
     if args.seed is not None:
         common["SEED"] = args.seed
-    build_dir.mkdir(parents=True, exist_ok=True)
+    shown_device = f"{args.device} (resolved to {device})" if str(args.device) != str(device) else str(device)
 
     timings: dict[str, float] = {}
     if not args.skip_execute:
-        todo = [c for c in chapters if not args.only or c.number in {n.zfill(2) for n in args.only}]
+        todo = [c for c in chapters if not wanted or c.number in wanted]
         declared = {c: declared_parameters(c.source) for c in todo}
         plans = {c: chapter_parameters(c, declared[c], common, overrides) for c in todo}
-        names = {k for c in todo for k in declared[c]}
-        unused = [k for k in overrides.get(None, {}) if k not in names]
-        if unused:
-            raise BookError(f"-p {', '.join(unused)}: no chapter to run declares it")
+        check_plans(plans, declared, overrides)
+        build_dir.mkdir(parents=True, exist_ok=True)
         progress = sys.stderr.isatty()
         mode = "smoke" if args.smoke else "full"
-        print(f"book: executing {len(todo)} chapter(s) ({mode} run, device={args.device}) into "
-              f"{build_dir / 'notebooks'}", flush=True)
+        print(f"book: executing {len(todo)} chapter(s) ({mode} run, device={shown_device}) into "
+              f"{_relative(build_dir / 'notebooks', root)}; results go to {_relative(results_dir, root)}",
+              flush=True)
         with this_python_kernel(build_dir):
             for i, c in enumerate(todo, 1):
                 shown = ", ".join(f"{k}={v!r}" for k, v in plans[c].items() if k != "RESULTS_DIR")
@@ -346,11 +412,22 @@ def _run(args: argparse.Namespace) -> int:
         print(f"book: {done}; HTML not built (--no-html): build it later with "
               f"`python -m cam_core book --skip-execute --build-dir {args.build_dir}`")
         return 0
+    in_book = chapters
+    if wanted or args.skip_execute:  # a partial run into any build folder: the book has what was executed
+        in_book = [c for c in chapters if (build_dir / "notebooks" / f"{c.name}.ipynb").is_file()]
+        left_out = [c for c in chapters if c not in in_book]
+        if not in_book:
+            raise BookError(f"no executed chapter in {_relative(build_dir / 'notebooks', root)}: run "
+                            "`python -m cam_core book` (or --only NN) first")
+        if left_out:
+            print(f"book: left out of this book (no executed copy in {_relative(build_dir, root)}): "
+                  f"{', '.join(c.name for c in left_out)}; add them with "
+                  f"`--only {' '.join(c.number for c in left_out)} --build-dir {args.build_dir}`", flush=True)
     print("book: building the HTML with Jupyter Book (warnings are errors) ...", flush=True)
     t0 = time.perf_counter()
-    stage_book((root / args.book_src).resolve(), build_dir, chapters)
+    stage_book((root / args.book_src).resolve(), build_dir, in_book, device=shown_device)
     index = build_html(build_dir, warnings_as_errors=not args.allow_warnings)
-    missing = [c.name for c in chapters if not (index.parent / f"{c.docname}.html").is_file()]
+    missing = [c.name for c in in_book if not (index.parent / f"{c.docname}.html").is_file()]
     if missing:
         raise BookError(f"jupyter-book finished but these chapters have no page: {', '.join(missing)}")
     timings["(book build)"] = time.perf_counter() - t0
@@ -379,7 +456,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="SEED for every chapter (default: each chapter's own)")
     p.add_argument("--build-dir", default=os.path.join("build", "book"),
                    help="where executed notebooks and the HTML go (default: build/book)")
-    p.add_argument("--results", default="results", help="RESULTS_DIR for every chapter (default: results)")
+    p.add_argument("--results", default=None,
+                   help="RESULTS_DIR for every chapter (default: results, the book's; with --smoke: "
+                        "BUILD_DIR/results, so that a smoke run never writes over the book's results)")
     p.add_argument("--notebooks", default="notebooks", help="folder of the chapter notebooks")
     p.add_argument("--book-src", default="book",
                    help="folder of the book's sources (_config.yml, _toc.yml, pages)")

@@ -71,7 +71,42 @@ MethodSpec = str | type[BaseCAM]  # also a sanity map's name (cam_core.reference
 _BATCH_FILE = re.compile(r"^batch_(\d{5})\.json$")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`evaluate`: says how many batches are kept in the cache and how to resume."""
+
+    def __init__(self, done: int, total: int, folder: Path | None) -> None:
+        self.done, self.total, self.folder = done, total, folder
+        if folder is not None:
+            text = (f"interrupted: {done} of {total} batches are cached in {folder}; rerun the same command "
+                    "(same arguments) to resume from there")
+        else:
+            text = (f"interrupted after {done} of {total} batches; nothing is kept (no cache): pass a cache "
+                    "folder (cache=True, or --cache auto) to make a run resumable")
+        super().__init__(text)
+
+
 # ---- arguments ------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--n-images -5`` is an error, not "every image")."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _check_n_images(n_images: Any, bench: Any) -> None:
+    """``n_images`` is None (every image) or a positive integer no larger than the benchmark."""
+    import numbers
+
+    if n_images is None:
+        return
+    if isinstance(n_images, bool) or not isinstance(n_images, numbers.Integral) or n_images < 1:
+        raise ValueError(f"n_images must be a positive integer (or None for every image), got {n_images!r}")
+    if n_images > len(bench):
+        raise ValueError(f"n_images={n_images}, but {getattr(bench, 'name', 'the benchmark')} holds "
+                         f"{len(bench)} images: ask for at most {len(bench)} (or None for all of them)")
+
+
 def _method_factory(spec: MethodSpec) -> tuple[str, Callable[..., BaseCAM]]:
     """(table name, factory) for a method name or a BaseCAM subclass: factory(model, target_layer, **kw)
     builds a CAM; a sanity map's name (``"Box"``, ...) gives its :class:`ReferenceMap` class instead."""
@@ -366,6 +401,7 @@ def evaluate(
         raise ValueError("ray_address and shard_size are settings of executor='ray'; pass executor='ray'")
     if shard_size is not None and shard_size < 1:
         raise ValueError(f"shard_size must be >= 1 image, got {shard_size}")
+    _check_n_images(n_images, bench)
     if device is not None:
         dev, bdev = resolve_device(device), torch.device(bench.device)
         if dev.type != bdev.type or (
@@ -439,6 +475,8 @@ def evaluate(
                 results.write_text(_batch_path(folder, i), json.dumps(rec))
             records[i] = rec
             bar.update(1)
+    except KeyboardInterrupt:
+        raise Interrupted(sum(r is not None for r in records), len(chunks), folder) from None
     finally:
         bar.close()
 
@@ -487,7 +525,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="data folder for benchmarks that read files")
     p.add_argument("--methods", nargs="+", default=None, help="table names; default: the paper's six")
     p.add_argument("--metrics", nargs="+", default=None, help=f"any of {', '.join(METRICS)}")
-    p.add_argument("--n-images", type=int, default=1000)
+    p.add_argument("--n-images", type=_positive_int, default=1000,
+                   help="images of the benchmark's seeded subset (1 .. the benchmark's size)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8: fast on a CPU)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted")
@@ -516,6 +555,10 @@ def _main(args: argparse.Namespace) -> int:
 
     kw = {"arch": args.arch} if args.arch else {}
     bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    try:
+        _check_n_images(args.n_images, bench)
+    except ValueError as err:
+        raise SystemExit(f"evaluate: --n-images: {err}") from None
     cache: str | bool | None = {"auto": True, "none": None}.get(args.cache.lower(), args.cache)
     method_kwargs = json.loads(args.method_kwargs) if args.method_kwargs else None
     t0 = time.perf_counter()

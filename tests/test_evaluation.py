@@ -277,3 +277,43 @@ def test_cuda_run_matches_cpu():
 
 def _make_fake(data_dir=None, device=None, **kw):
     return FakeBench()
+
+
+@pytest.mark.parametrize("n", [0, -5])
+def test_n_images_must_be_positive(n):
+    with pytest.raises(ValueError, match=f"n_images must be a positive integer .* got {n}"):
+        evaluate(FakeBench(), methods=[GradCAM], metrics=["IC"], n_images=n, cache=None, progress=False)
+
+
+def test_more_images_than_the_benchmark_holds_is_an_error():
+    with pytest.raises(ValueError, match="n_images=13, but fake holds 12 images"):
+        evaluate(FakeBench(), methods=[GradCAM], metrics=["IC"], n_images=13, cache=None, progress=False)
+
+
+def test_ctrl_c_says_what_is_cached_and_how_to_resume(tmp_path, monkeypatch):
+    from cam_core import evaluation
+
+    real, calls = evaluation._run_batch, []
+
+    def interrupted_on_the_third_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "_run_batch", interrupted_on_the_third_batch)
+    run = dict(methods=[GradCAM], metrics=["IC"], n_images=12, batch_size=3, progress=False)
+    with pytest.raises(evaluation.Interrupted, match=r"2 of 4 batches are cached in .*rerun the same"):
+        evaluate(FakeBench(), cache=tmp_path, **run)
+    monkeypatch.setattr(evaluation, "_run_batch", real)
+    assert len(evaluate(FakeBench(), cache=tmp_path, **run)) == 12  # resumed: all 12 images
+    calls.clear()
+    monkeypatch.setattr(evaluation, "_run_batch", interrupted_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt, match="nothing is kept"):
+        evaluate(FakeBench(), cache=None, **run)
+
+
+def test_metric_names_are_case_insensitive_like_method_names():
+    df = evaluate(FakeBench(), methods=["gradcam"], metrics=["ic", "Ad"], n_images=3, cache=None,
+                  progress=False)
+    assert set(df["metric"]) == {"IC", "AD"} and set(df["method"]) == {"Grad-CAM"}

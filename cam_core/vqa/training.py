@@ -239,19 +239,26 @@ def load_checkpoint(path: Path | str | None = None, device: str | torch.device =
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train-vqa", help="train the embedded VQA model (Antol et al.'s architecture)")
+    p = subparsers.add_parser("train-vqa", help="train the embedded VQA model (Antol et al.'s architecture)",
+                              description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig()
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--train-scenes", type=int, default=d.train_scenes)
-    p.add_argument("--test-scenes", type=int, default=d.test_scenes)
-    p.add_argument("--questions-per-type", type=int, default=d.questions_per_type)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--aux-weight", type=float, default=d.aux_weight)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--batch-scenes", type=int, default=d.batch_scenes)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the scenes, the questions, the initialisation and the batch order")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training scenes")
+    p.add_argument("--train-scenes", type=int, default=d.train_scenes, help="generated training scenes")
+    p.add_argument("--test-scenes", type=int, default=d.test_scenes,
+                   help="held-out scenes (one question of each type) for the accuracy in the manifest")
+    p.add_argument("--questions-per-type", type=int, default=d.questions_per_type,
+                   help="training questions per scene and question type")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
+    p.add_argument("--aux-weight", type=float, default=d.aux_weight,
+                   help="weight of the auxiliary 'which coloured shapes are here' loss")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
+    p.add_argument("--batch-scenes", type=int, default=d.batch_scenes,
+                   help="scenes per training step (each encoded once for all its questions)")
     p.add_argument("--coords", action="store_true", help="add CoordConv channels (x, y) at the input")
-    p.add_argument("--map-size", type=int, default=d.map_size, choices=(8, 16))
+    p.add_argument("--map-size", type=int, default=d.map_size, choices=(8, 16),
+                   help="side of the last conv maps (the layer the CAMs explain)")
     p.add_argument("--activity-l1", type=float, default=d.activity_l1,
                    help="L1 penalty on the explained maps (sparser maps: less energy off the objects)")
     p.add_argument("--activity-warmup", type=float, default=d.activity_warmup,
