@@ -122,3 +122,28 @@ def test_check_images_names_the_size_and_the_benchmark():
     chapter.check_images(Bench(), N_IMAGES=20)
     with pytest.raises(ValueError, match="N_IMAGES=21, but tiny holds 20 images"):
         chapter.check_images([Bench()], N_IMAGES=21)
+
+
+@pytest.mark.notebooks
+def test_a_chapter_run_by_papermill_rejects_an_unknown_parameter(tmp_path):
+    """The real kernel history: papermill's injected cell is checked against the chapter's own."""
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"),
+                nbformat.v4.new_code_cell("N_IMAGES = None\nDEVICE = 'cpu'\nRESULTS_DIR = None",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import cam_core as cc\n"
+                                          "run = cc.chapter.start(globals(), cpu={'N_IMAGES': 3})\n"
+                                          "print('N_IMAGES', N_IMAGES)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    src = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, src)
+    out = pm.execute_notebook(str(src), str(tmp_path / "ok.ipynb"), parameters={"N_IMAGES": 5},
+                              kernel_name="python3", progress_bar=False, cwd=str(REPO))
+    assert "N_IMAGES 5" in "".join(o.get("text", "") for o in out.cells[-1].outputs)
+    with pytest.raises(PapermillExecutionError, match="no parameter BENCHMARKS"):
+        pm.execute_notebook(str(src), str(tmp_path / "bad.ipynb"), parameters={"BENCHMARKS": "imagenet"},
+                            kernel_name="python3", progress_bar=False, cwd=str(REPO))
