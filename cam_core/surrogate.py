@@ -163,16 +163,18 @@ def _largest_eigenvalue(gram: Tensor, iters: int = 100) -> Tensor:
 
 
 def _lasso(gram: Tensor, corr: Tensor, alpha: float, max_iter: int, tol: float) -> Tensor:
-    """``argmin 1/2 b^T G b - c^T b + alpha |b|_1`` per row, by FISTA (Beck & Teboulle, 2009)."""
+    """``argmin 1/2 b^T G b - c^T b + alpha |b|_1`` per row, by FISTA (Beck & Teboulle, 2009) with
+    gradient restarts (O'Donoghue & Candes, 2015: momentum is reset where it points uphill)."""
     lip = _largest_eigenvalue(gram).clamp_min(1e-12)[:, None]  # (N, 1) Lipschitz constants
     beta = torch.zeros_like(corr)
-    mom, step = beta.clone(), 1.0
+    mom, step = beta.clone(), torch.ones_like(lip)
     for it in range(max_iter):
         grad = (gram @ mom[..., None])[..., 0] - corr
         u = mom - grad / lip
         new = torch.sign(u) * torch.clamp(u.abs() - alpha / lip, min=0.0)
-        nxt = (1 + math.sqrt(1 + 4 * step * step)) / 2
-        mom = new + (step - 1) / nxt * (new - beta)
+        uphill = ((mom - new) * (new - beta)).sum(1, keepdim=True) > 0  # (N, 1)
+        nxt = torch.where(uphill, 1.0, (1 + torch.sqrt(1 + 4 * step * step)) / 2)
+        mom = torch.where(uphill, new, new + (step - 1) / nxt * (new - beta))
         if it % 25 == 24:  # test convergence every 25 steps (each test syncs the device)
             if float((new - beta).abs().max()) <= tol * max(1.0, float(new.abs().max())):
                 return new
