@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated evaluate batch sizes to time serially besides the default")
     p.add_argument("--workers", default="1,2", help="Ray local-cluster sizes (comma-separated; '' to skip)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of this process (the bound and the serial runs; default: torch's)")
     p.add_argument("--quick", action="store_true", help="8 images, 2 methods: checks that it works")
     p.add_argument("--out", default="results/evaluate_throughput.md", help="markdown file ('' to skip)")
     return p.parse_args(argv)
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(s, flush=True)
         lines.append(s)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = load_average()
     bench = cc.benchmarks.load(args.benchmark, device=args.device, arch=args.arch)
     methods = ["Grad-CAM", "LIFT-CAM"] if args.quick else list(cc.PAPER_METHODS)
