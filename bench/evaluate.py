@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of this process (the bound and the serial runs; default: torch's)")
     p.add_argument("--quick", action="store_true", help="8 images, 2 methods: checks that it works")
-    p.add_argument("--out", default="results/evaluate_throughput.md", help="markdown file ('' to skip)")
+    p.add_argument("--out", default="results/bench_evaluate.md", help="markdown file ('' to skip)")
     return p.parse_args(argv)
 
 
