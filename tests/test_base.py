@@ -30,8 +30,11 @@ class Boom(nn.Module):
         super().__init__()
         self.above = above
         self.armed = False
+        self.max_rows = 0  # the largest batch seen while not armed
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.armed:
+            self.max_rows = max(self.max_rows, z.shape[0])
         if self.armed and z.shape[0] > self.above:
             raise RuntimeError("boom")
         return z
@@ -123,14 +126,20 @@ def _leaks(model: nn.Module) -> list[str]:
 
 @pytest.mark.parametrize("name", _methods())
 def test_model_restored_when_the_call_raises(name: str, images: torch.Tensor) -> None:
-    # above=len(images): the first forward passes, the head fails on the method's own (larger) batches;
-    # for gradient methods the gradient pass (same size) is the one that must fail, so above=0 there.
+    # above=0: every call fails; above=len(images): the first forward passes and the call fails exactly
+    # when the method feeds the head larger batches of its own (measured in an unarmed call first).
     boom = Boom()
     model = vgg_like(tail=[boom])
     model.train()
     model[0].eval()
     flags = [m.training for m in model.modules()]
     method = _make(name, model, "4", batch_size=64)
+    try:
+        method(images)
+        refuses = False
+    except ValueError:  # LIFT-CAM's DeepLIFT refuses the unknown Boom module before running anything
+        refuses = True
+    assert [m.training for m in model.modules()] == flags and not _leaks(model)
     for above in (0, len(images)):
         boom.armed, boom.above = True, above
         raised = False
@@ -138,7 +147,7 @@ def test_model_restored_when_the_call_raises(name: str, images: torch.Tensor) ->
             method(images)
         except (RuntimeError, ValueError):  # LIFT-CAM's DeepLIFT refuses the unknown Boom module first
             raised = True
-        assert raised or above > 0
+        assert raised == (refuses or boom.max_rows > above), (above, boom.max_rows)
         assert [m.training for m in model.modules()] == flags
         assert not _leaks(model)
 

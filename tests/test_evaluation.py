@@ -317,3 +317,8 @@ def test_metric_names_are_case_insensitive_like_method_names():
     df = evaluate(FakeBench(), methods=["gradcam"], metrics=["ic", "Ad"], n_images=3, cache=None,
                   progress=False)
     assert set(df["metric"]) == {"IC", "AD"} and set(df["method"]) == {"Grad-CAM"}
+
+
+def test_activation_shape_is_the_target_layers_maps():
+    """K, h, w at the target layer ("3": the ReLU after the 6-channel conv on 12x12 images)."""
+    assert FakeBench().activation_shape() == (6, 12, 12)

@@ -211,3 +211,17 @@ def test_plot_maps_layout_and_errors():
     assert len(fig.axes[-1].patches) == 2 and len(fig.axes[3].patches) == 0
     with pytest.raises(ValueError, match="must be"):
         paper.plot_maps(x, {"A": torch.rand(2, 16, 16)})
+
+
+def test_caption_says_what_this_run_measured_and_prose_has_no_nan():
+    """Table 4 has only an ImageNet column: on shapes-multi (VOC's stand-in) the paper reports nothing."""
+    rows = [{"benchmark": b, "method": m, "metric": k, "mean": v, "n": 60}
+            for b in ("shapes-single", "shapes-multi") for m, v in zip(METHODS6, range(6), strict=True)
+            for k in ("insertion", "deletion")]
+    cmp = paper.compare(pd.DataFrame(rows), table=4)
+    caption = cmp.attrs["caption"]
+    assert caption.startswith("The paper: Insertion and deletion AUC, VGG16, ImageNet, 1,000 images.")
+    assert caption.endswith("This run: shapes-single, shapes-multi; 60 images per method and metric.")
+    text = paper.verdict(cmp) + paper.headline(cmp)
+    assert "not reported by the paper" in text
+    assert "nan" not in text.lower().replace("kendall", "")

@@ -137,6 +137,24 @@ class Benchmark:
             chunk = idx[start : start + batch_size]
             yield collate([self.sample(i) for i in chunk], chunk).to(self.device)
 
+    def activation_shape(self) -> tuple[int, int, int]:
+        """``(K, h, w)``: the activation maps at ``target_layer`` for one image (one forward pass),
+        e.g. K, the number of masked forward passes Score-CAM makes per image."""
+        from cam_core.layers import resolve_layer
+        from cam_core.runtime import eval_mode
+
+        batch = next(iter(self.images(n=1, seed=0, batch_size=1)))
+        model = self.model_for(batch) if hasattr(self, "model_for") else self.model
+        _, layer = resolve_layer(model, self.target_layer)
+        seen: list[tuple[int, ...]] = []
+        handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+        try:
+            with torch.no_grad(), eval_mode(model):
+                model(batch.x)
+        finally:
+            handle.remove()
+        return seen[0][1], seen[0][2], seen[0][3]
+
     def card(self) -> str:
         """A markdown description of the benchmark (what it is, classes, sizes, model accuracy)."""
         return (f"# {self.name}\n\n{len(self)} images, {self.num_classes} classes, "

@@ -37,7 +37,7 @@ def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str
     if "value" not in df.columns and {"method", "metric", "mean"} <= set(df.columns):
         df = df.rename(columns={"mean": "value"})  # cc.evaluation.summarize's long form
     if {"method", "metric", "value"} <= set(df.columns):
-        cols = ("benchmark", "method", "metric", "value", "ci_low", "ci_high")
+        cols = ("benchmark", "method", "metric", "value", "ci_low", "ci_high", "n")
         long = df[[c for c in cols if c in df.columns]].copy()
     else:
         wide = df.copy()
@@ -54,7 +54,8 @@ def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str
     long = long.rename(columns={"value": "measured"})
     long["measured"] = pd.to_numeric(long["measured"], errors="coerce")
     ci = [c for c in ("ci_low", "ci_high") if c in long.columns]
-    return long[["benchmark", "method", "metric", "measured", *(ci if len(ci) == 2 else [])]]
+    long["n"] = pd.to_numeric(long["n"], errors="coerce") if "n" in long.columns else np.nan
+    return long[["benchmark", "method", "metric", "measured", *(ci if len(ci) == 2 else []), "n"]]
 
 
 def _interval(low: float, high: float, decimals: int) -> str:
@@ -112,8 +113,19 @@ def compare(measured: pd.DataFrame | Mapping[str, pd.DataFrame], table: int = 3,
     wide = wide.loc[keys]
     wide = wide.dropna(how="all", subset=[(m, "measured") for m in present])
     wide.attrs["table"] = table
-    wide.attrs["caption"] = CAPTIONS[table]
+    wide.attrs["caption"] = f"The paper: {CAPTIONS[table]}. This run: {_this_run(long)}."
     return wide
+
+
+def _this_run(long: pd.DataFrame) -> str:
+    """``shapes-single, shapes-multi; 300 images per method and metric``: what was measured, from the
+    measured summary (the image counts from its ``n`` column, as ``cc.evaluation.summarize`` gives)."""
+    text = ", ".join(dict.fromkeys(long["benchmark"]))
+    ns = long["n"].dropna()
+    if len(ns):
+        lo, hi = int(ns.min()), int(ns.max())
+        text += f"; {lo:,} images per method and metric" if lo == hi else f"; {lo:,}-{hi:,} images per method"
+    return text
 
 
 def ranking(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> pd.DataFrame:
@@ -169,9 +181,9 @@ def verdict(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
         if np.isnan(rm):
             lines.append(f"- {where}: {method} was not measured; best here: {r.measured_best}.")
             continue
-        if r.paper_best is None:
+        if pd.isna(r.paper_best):
             lines.append(f"- {where}: best here **{r.measured_best}**; {method} ranks {int(rm)}; "
-                         "the paper has no number for this column.")
+                         "not reported by the paper for this column.")
             continue
         same = r.measured_best == r.paper_best
         held = "same as the paper" if same else f"the paper's best is {r.paper_best}"

@@ -122,6 +122,31 @@ def single_object_summary(
     return _aggregate(sel, ["method"], threshold)
 
 
+def ideal_map_energy(bench: Benchmark, map_size: int, n: int | None = 256, seed: int = 0,
+                     types: Sequence[str] = SINGLE_OBJECT_TYPES) -> float:
+    """Mean energy share (in [0, 1]) inside the referenced box of the *ideal* map at ``map_size``:
+    the box itself averaged into ``map_size x map_size`` cells, then upsampled and min-max
+    normalised as every CAM is (``BaseCAM``'s ``u`` and ``s``), over the ``types`` questions of
+    the seeded subset. The ceiling a method can reach at that map resolution."""
+    import torch.nn.functional as F
+
+    from cam_core.methods.base import normalize_per_image, upsample
+
+    shares = []
+    for batch in bench.images(n=n, seed=seed, batch_size=64):
+        keep = [i for i, t in enumerate(batch.extra.get("question_type", [])) if t in set(types)]
+        if not keep:
+            continue
+        size = tuple(batch.x.shape[-2:])
+        masks = batch_masks([batch.boxes[i] for i in keep], size).float()  # (B, H, W)
+        cells = F.adaptive_avg_pool2d(masks[:, None], map_size)[:, 0]  # (B, s, s)
+        ideal = normalize_per_image(upsample(cells, size))  # (B, H, W)
+        shares.append(energy_pointing_game(ideal, masks.bool()))
+    if not shares:
+        raise ValueError(f"no questions of types {list(types)} in the subset")
+    return float(torch.cat(shares).mean())
+
+
 def share_mostly_inside(
     df: pd.DataFrame,
     method: str = "LIFT-CAM",

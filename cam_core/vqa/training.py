@@ -238,6 +238,15 @@ def load_checkpoint(path: Path | str | None = None, device: str | torch.device =
     return model.to(device).eval()
 
 
+def read_manifest(out_dir: Path | str = DEFAULT_DIR) -> dict:
+    """The manifest ``train-vqa`` wrote beside the checkpoint (its config, sizes, accuracy, time)."""
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no VQA model manifest at {path}; `python -m cam_core train-vqa --out "
+                                f"{out_dir}` writes it with the checkpoint")
+    return json.loads(path.read_text())
+
+
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-vqa", help="train the embedded VQA model (Antol et al.'s architecture)",
                               description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
