@@ -147,3 +147,13 @@ def test_a_chapter_run_by_papermill_rejects_an_unknown_parameter(tmp_path):
     with pytest.raises(PapermillExecutionError, match="no parameter BENCHMARKS"):
         pm.execute_notebook(str(src), str(tmp_path / "bad.ipynb"), parameters={"BENCHMARKS": "imagenet"},
                             kernel_name="python3", progress_bar=False, cwd=str(REPO))
+
+
+@pytest.mark.parametrize(("name", "url"), [("imagenet", "image-net.org"), ("voc2007", "host.robots.ox.ac.uk"),
+                                           ("coco2014", "cocodataset.org"), ("vqa2", "visualqa.org")])
+def test_a_missing_data_folder_names_the_variable_and_where_to_download(name, url):
+    import cam_core as cc
+
+    with pytest.raises(FileNotFoundError, match=r"data_dir='/nope'") as err:
+        cc.benchmarks.load(name, data_dir="/nope", device="cpu")
+    assert url in str(err.value) and "DATA_DIR" in str(err.value)

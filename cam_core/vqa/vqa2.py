@@ -241,8 +241,9 @@ def load_vqa2(
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"VQA v2: data_dir {root} is not a folder; set data_dir (DATA_DIR) to the folder "
-            f"holding {QUESTIONS_FILE}, {ANNOTATIONS_FILE} and {IMAGES_DIR}/"
+            f"VQA v2: data_dir={str(data_dir)!r} is not a folder; set data_dir (DATA_DIR in the book) to the "
+            f"folder holding {QUESTIONS_FILE}, {ANNOTATIONS_FILE} (https://visualqa.org/download.html) and "
+            f"{IMAGES_DIR}/ (COCO 2014 val images, https://cocodataset.org/#download)"
         )
     ckpt = _need(Path(checkpoint) if checkpoint else root / CHECKPOINT_FILE, CHECKPOINT_FILE, "checkpoint")
     voc = _need(Path(vocab) if vocab else root / VOCAB_FILE, VOCAB_FILE, "vocab")
