@@ -190,7 +190,7 @@ def built(tmp_path_factory):
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=1500,
+        timeout=3600,  # a smoke run takes minutes; on a shared, overloaded 2-core machine much longer
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     index = out / "build" / "_build" / "html" / "index.html"
