@@ -56,7 +56,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "cam_core.evaluation",
 }
 _SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
-               "reference_maps", "statistics", "sanity", "claims", "chapter", "paper"}
+               "reference_maps", "statistics", "sanity", "claims", "chapter", "paper", "lrp", "surrogate"}
 
 
 def __getattr__(name: str) -> Any:
