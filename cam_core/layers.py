@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 
+import torch
 from torch import nn
 
 
@@ -47,3 +48,38 @@ def sequential_leaves(module: nn.Module) -> list[nn.Module]:
     if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
         return [leaf for child in module for leaf in sequential_leaves(child)]
     return [module]
+
+
+#: module types that only resample or pass a map on: never chosen by :func:`last_map_layer`
+_PASS_ON = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+            nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+            nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
+
+
+def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """The dotted name of the last layer (in the order their forwards finish on ``x``) whose output is a
+    4-D map ``(N, K, h, w)`` with ``h * w > 1``, pools and dropouts left out: ``features`` for VGG,
+    DenseNet, EfficientNet, ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3."""
+    done: list[str] = []
+    names = {m: name for name, m in model.named_modules() if name}
+
+    def hook(module: nn.Module, _inp: tuple, out: object) -> None:
+        if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1
+                and not isinstance(module, _PASS_ON)):
+            done.append(names[module])
+
+    handles = [m.register_forward_hook(hook) for m in names]
+    was_training = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in was_training:
+            m.training = flag
+    if not done:
+        raise ValueError(f"{type(model).__name__} has no layer with a 4-D output (N, K, h, w) with h * w > 1 "
+                         f"on an input of shape {tuple(x.shape)}")
+    return done[-1]

@@ -21,144 +21,43 @@ Rules are plain functions ``rule(module, inputs, outputs, grad_input, grad_outpu
 ``outputs`` are the module's 2N-row input and output, ``grad_input`` the ordinary gradient.
 Add a rule with :func:`register_rule`, or pass ``rules={MyAct: rescale}`` for one call.
 
-Limits: non-linearities written as functions inside a module's ``forward`` (``F.relu(x)``)
-are invisible to hooks and would be treated as linear; write them as modules.
+The rules (Rescale for every elementwise activation torchvision uses, max-pool, the product rule
+for squeeze-and-excitation gating, LayerNorm) are in :mod:`cam_core.deeplift_rules`, with the
+argument why each keeps summation-to-delta. A ``torch.fx.GraphModule`` head (what
+:func:`cam_core.split_model` returns for traced models) is run node by node instead of with hooks
+(:mod:`cam_core.deeplift_graph`), so its functional operations (``F.relu``, ``x * s``,
+``F.layer_norm``, ...) get their rules too, and an unknown one is an error, not a silent linear op.
+
+Limits: in a plain ``nn.Module`` head, non-linearities written as functions inside a module's
+``forward`` (``F.relu(x)``) are invisible to hooks and would be treated as linear; write them as
+modules, or trace the head (``torch.fx.symbolic_trace(head)``) and pass the GraphModule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
+import torch.fx
 from torch import Tensor, nn
 
+from cam_core.deeplift_graph import run_graph
+from cam_core.deeplift_rules import (
+    LINEAR_MODULES,
+    RULES,
+    Rule,
+    RuleFunction,
+    layer_norm,
+    maxpool,
+    product,
+    register_rule,
+    rescale,
+)
 from cam_core.runtime import check_grad_mode, eval_mode
 from cam_core.targets import as_target
 
-Rule = Callable[[nn.Module, Tensor, Tensor, Tensor, Tensor, float], Tensor]
-
-__all__ = ["deeplift", "rescale", "maxpool", "register_rule", "RULES", "LINEAR_MODULES", "Rule"]
-
-
-def rescale(
-    module: nn.Module,
-    inputs: Tensor,
-    outputs: Tensor,
-    grad_input: Tensor,
-    grad_output: Tensor,
-    eps: float = 1e-10,
-) -> Tensor:
-    """Rescale rule for ``y = g(z)`` elementwise: multiplier ``(g(z) - g(z0)) / (z - z0)``,
-    the ordinary gradient where ``|z - z0| < eps``. Same multiplier on both halves."""
-    z, z0 = inputs.chunk(2)
-    y, y0 = outputs.chunk(2)
-    dz = torch.cat([z - z0] * 2)  # (2N, ...)
-    dy = torch.cat([y - y0] * 2)
-    return torch.where(dz.abs() < eps, grad_input, grad_output * dy / dz)
-
-
-def maxpool(
-    module: nn.Module,
-    inputs: Tensor,
-    outputs: Tensor,
-    grad_input: Tensor,
-    grad_output: Tensor,
-    eps: float = 1e-10,
-) -> Tensor:
-    """Captum's max-pool rule (``captum.attr._core.deep_lift.maxpool``).
-
-    With ``m = max(y, y0)``: ``m - y0`` is sent back to the arg-max of the input, ``y - m`` to
-    the arg-max of the reference, both halves' shares are added and divided by ``z - z0``
-    (ordinary gradient where ``|z - z0| < eps``). We spread with ``scatter_add`` where Captum
-    uses ``max_unpool``: identical for non-overlapping windows (VGG's 2x2/2), and for
-    overlapping windows it keeps summation-to-delta where ``max_unpool`` drops repeated indices.
-    """
-    pools = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-    z, z0 = inputs.chunk(2)
-    y, y0 = outputs.chunk(2)
-    dz = torch.cat([z - z0] * 2)  # (2N, C, *spatial_in)
-    m = torch.maximum(y, y0)
-    dy = torch.cat([m - y0, y - m])  # (2N, C, *spatial_out)
-    _, idx = pools[inputs.dim() - 2](
-        inputs, module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode, True
-    )
-    spread = torch.zeros_like(inputs).flatten(2)  # (2N, C, prod(spatial_in))
-    spread.scatter_add_(2, idx.flatten(2), (grad_output * dy).flatten(2))
-    first, second = spread.view_as(inputs).chunk(2)
-    spread = torch.cat([first + second] * 2)
-    return torch.where(dz.abs() < eps, grad_input, spread / dz)
-
-
-#: module type -> DeepLIFT rule (exact type match)
-RULES: dict[type[nn.Module], Rule] = {
-    **{
-        t: rescale
-        for t in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.Softplus)
-    },
-    nn.MaxPool1d: maxpool,
-    nn.MaxPool2d: maxpool,
-    nn.MaxPool3d: maxpool,
-}
-
-#: leaf module types that are affine in eval mode: multipliers pass by the chain rule
-LINEAR_MODULES: set[type[nn.Module]] = {
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.Identity,
-    nn.ZeroPad2d,
-    nn.ConstantPad1d,
-    nn.ConstantPad2d,
-    nn.ConstantPad3d,
-}
-
-
-def register_rule(module_type: type[nn.Module], rule: Rule) -> None:
-    """Use ``rule`` for every module of exactly ``module_type`` (e.g. ``register_rule(nn.Mish, rescale)``)."""
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise ValueError(f"module_type must be an nn.Module subclass, got {module_type!r}")
-    RULES[module_type] = rule
-
-
-class _RuleFunction(torch.autograd.Function):
-    """Forward: the module's output unchanged. Backward: the module's DeepLIFT rule."""
-
-    @staticmethod
-    def forward(ctx, z: Tensor, y: Tensor, module: nn.Module, rule: Rule, eps: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(z)
-        ctx.module, ctx.rule, ctx.eps = module, rule, eps
-        return y.clone()
-
-    @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        (z,) = ctx.saved_tensors
-        with torch.enable_grad():
-            z_ = z.detach().requires_grad_(True)
-            out = ctx.module.forward(z_.clone())  # .forward: no hooks; clone: in-place modules
-            (grad_input,) = torch.autograd.grad(out, z_, grad_output)
-        multiplier = ctx.rule(ctx.module, z.detach(), out.detach(), grad_input, grad_output, ctx.eps)
-        return multiplier, None, None, None, None
+__all__ = ["deeplift", "rescale", "maxpool", "layer_norm", "product", "register_rule", "RULES",
+           "LINEAR_MODULES", "Rule"]
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -228,7 +127,7 @@ def deeplift(
             raise ValueError(
                 f"deeplift: {type(module).__name__} returned {type(output).__name__}, expected a tensor"
             )
-        return _RuleFunction.apply(z, output.detach(), module, table[type(module)], eps)
+        return RuleFunction.apply(z, output.detach(), module.forward, module, table[type(module)], eps)
 
     handles = []
     # parameters stop requiring grad for the call (restored in finally), so that "requires grad"
@@ -237,15 +136,17 @@ def deeplift(
     try:
         for p in trainable:
             p.requires_grad_(False)
+        traced = isinstance(head, torch.fx.GraphModule)
         with eval_mode(head):
-            for module in head.modules():
+            for module in head.modules() if not traced else ():  # a traced head: rules per node instead
                 if _is_leaf(module):
                     handles.append(module.register_forward_pre_hook(pre_hook))
                     if type(module) in table:
                         handles.append(module.register_forward_hook(forward_hook))
             with torch.enable_grad():
                 a_in = a.clone().requires_grad_(True)
-                out = head(torch.cat([a_in, ref]))  # (2N, num_classes), tile layout
+                stacked = torch.cat([a_in, ref])  # (2N, K, h, w), tile layout
+                out = run_graph(head, stacked, table, eps) if traced else head(stacked)  # (2N, num_classes)
                 if out.dim() != 2 or out.shape[0] != 2 * n:
                     raise ValueError(
                         f"head must return logits (2N, num_classes) = ({2 * n}, C) for the stacked "

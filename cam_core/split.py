@@ -11,9 +11,12 @@ Supported out of the box:
   ResNeXt / wide variants that share the class), split at any top-level stage or any block
   of a ``layerN``;
 - any model with a method ``cam_split(target_layer_name) -> (body, head)`` (the protocol
-  this project's own models, e.g. the VQA model, implement).
+  this project's own models, e.g. the VQA model, implement);
+- any other model torch.fx can trace (every torchvision CNN classifier), at a layer whose output
+  is the only path from the input to the logits: the traced graph is cut there
+  (:mod:`cam_core.graph_split`).
 
-Anything else raises a ``ValueError`` that says how to pass a split yourself.
+Anything else raises a ``ValueError`` that says why and how to pass a split yourself.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from cam_core.graph_split import TraceSplitError, traced_split
 from cam_core.layers import resolve_layer
 
 
@@ -91,24 +95,33 @@ def _split_sequential(seq: nn.Sequential, path: list[str]) -> tuple[list[nn.Modu
 def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
     """Split ``model`` right after ``target_layer``: ``body, head = split_model(model, "features.29")``.
 
-    The returned modules share the caller's parameters and buffers; the caller's model is
-    not changed. ``head(body(x))`` equals ``model(x)``.
+    Tried in order: the model's own ``cam_split``; the hand-written chains (``nn.Sequential``,
+    torchvision VGG / ResNet: plain ``nn.Sequential`` parts, which the first-linear shortcut of
+    SHAP-CAM and Ablation-CAM recognises); then the traced graph cut at the layer
+    (:mod:`cam_core.graph_split`, ``torch.fx.GraphModule`` parts) for any model torch.fx can trace.
+    The returned modules share the caller's parameters and buffers; the caller's model is not
+    changed. ``body(x)`` is the layer's output and ``head(body(x))`` equals ``model(x)`` (in eval mode).
     """
-    name, _ = resolve_layer(model, target_layer)
+    name, module = resolve_layer(model, target_layer)
     custom = getattr(model, "cam_split", None)
     if callable(custom):
         body, head = custom(name)
         return Split(body, head)
     seq = _as_sequential(model)
     parts = _split_sequential(seq, name.split(".")) if seq is not None else None
-    if parts is None or not parts[0] or not parts[1]:
-        kind = type(model).__name__
-        where = ("is the last layer, so there is no head left" if parts is not None
-                 else "is not reachable as a chain")
+    kind = type(model).__name__
+    if parts is not None and parts[0] and not parts[1]:
+        raise ValueError(f"cannot split {kind} at {name!r}: that layer is the last layer, so there is no "
+                         "head left; choose the last convolutional block instead.")
+    if parts is not None and parts[0]:
+        return Split(nn.Sequential(*parts[0]), nn.Sequential(*parts[1]))
+    try:
+        return Split(*traced_split(model, module))
+    except TraceSplitError as err:
         raise ValueError(
-            f"cannot split {kind} at {name!r}: that layer {where}. cam_core splits nn.Sequential models, "
-            "torchvision VGG and ResNet at any stage or block, and models that define "
-            "`cam_split(target_layer) -> (body, head)`. For another model, pass the split yourself: "
-            "`cc.LiftCAM(model, target_layer, split=(body, head))` with head(body(x)) == model(x)."
-        )
-    return Split(nn.Sequential(*parts[0]), nn.Sequential(*parts[1]))
+            f"cannot split {kind} at {name!r}: {err}. cam_core splits models torch.fx can trace, at a "
+            "layer whose output is the only path to the logits, and models that define "
+            "`cam_split(target_layer) -> (body, head)`. Otherwise pass the split yourself: "
+            "`cc.LiftCAM(model, target_layer, split=(body, head))` with body(x) the layer's output and "
+            "head(body(x)) == model(x); methods that only need gradients (Grad-CAM, ...) work without one."
+        ) from err
