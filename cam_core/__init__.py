@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "Split": "cam_core.split",
     "resolve_layer": "cam_core.layers",
     "layer_names": "cam_core.layers",
+    "last_map_layer": "cam_core.layers",
     # kernels
     "deeplift": "cam_core.rescale",
     # runtime

@@ -133,6 +133,18 @@ def main(argv: list[str] | None = None) -> None:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+        args.out.with_suffix(".md").write_text(markdown_table(rows))
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """The sweep as a Markdown table (what the README links to), written next to the CSV."""
+    cols = ["model", "layer", "maps", "split", "split_exact", "lift_finite", "gradcam_finite",
+            "piecewise_linear", "resolvable", "delta_rel", "delta_rel_f64"]
+    fmt = {"delta_rel": "{:.1e}", "delta_rel_f64": "{:.1e}"}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.get(c, "{}").format(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
