@@ -24,7 +24,7 @@ def _check(row: dict[str, object]) -> None:
     if row["resolvable"]:  # |F(A) - F(0)| above float32 rounding of the logit
         tol = PIECEWISE_LINEAR_TOL if row["piecewise_linear"] else OTHER_HEADS_TOL
         assert row["delta_rel"] < tol, row  # float32, what users get
-        assert row["delta_rel_f64"] < 1e-9, row  # the rules are exact
+        assert not row["delta_rel_f64"] >= 1e-9, row  # the rules are exact (NaN: not measured)
     else:  # maps of ~1e-9 (GoogLeNet's init): the float32 gap is noise; the error is as small as it
         assert row["delta_abs"] < 1e-6, row
 
@@ -38,7 +38,7 @@ def _check(row: dict[str, object]) -> None:
 ])
 def test_one_model_per_family(families: tuple[str, ...]) -> None:
     for arch in families:
-        _check(sweep_one(arch, size=64))
+        _check(sweep_one(arch, size=64, float64=False))
 
 
 def test_68_cnn_classifiers() -> None:
