@@ -135,29 +135,6 @@ def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     return path
 
 
-def dataset_examples(data_dir: str | os.PathLike[str] | None = None,
-                     out: str | os.PathLike[str] | None = None, n: int = 8, seed: int = 0) -> Any:
-    """The dataset card's figure: ``n`` test images of each embedded variant with their labelled boxes."""
-    from cam_core.benchmarks import synthetic
-
-    plt = _mpl()
-    variants = list(synthetic.VARIANTS)
-    fig, axes = plt.subplots(len(variants), n, figsize=(1.6 * n, 1.75 * len(variants)), squeeze=False)
-    for r, v in enumerate(variants):
-        data = synthetic.dataset(v, "test", seed=seed, n=n, data_dir=data_dir, cache=False)
-        for i in range(n):
-            s = data.sample(i)
-            ax = axes[r, i]
-            ax.axis("off")
-            ax.imshow(to_image(s.x), interpolation="nearest")
-            draw_boxes(ax, s.boxes, s.box_labels, synthetic.CLASS_NAMES)
-        axes[r, 0].set_title(v, fontsize=8, loc="left")
-    fig.tight_layout()
-    if out is not None:
-        save_figure(fig, out, dpi=80)
-    return fig
-
-
 def plot_convergence(curve: pd.DataFrame, ax: Any = None, label: str | None = None) -> Any:
     """Mean relative error against the number of orderings (log-log), with a 1/sqrt(P) guide."""
     if ax is None:

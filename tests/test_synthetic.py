@@ -1,4 +1,5 @@
-"""The embedded benchmark's generator: determinism, boxes vs masks, labels vs boxes, clear errors."""
+"""The embedded benchmark's generator: determinism, boxes vs masks, labels vs boxes, decoys,
+normalised input, no import circle, clear errors."""
 from __future__ import annotations
 
 import math
@@ -7,15 +8,15 @@ import pytest
 import torch
 
 import cam_core as cc
-from cam_core.benchmarks import shapes, synthetic
+from cam_core.benchmarks import generator, shapes, store, synthetic
 
 N_CLASSES = len(shapes.CLASS_NAMES)
 
 
 @pytest.fixture(scope="module")
-def data() -> dict[str, synthetic.ShapesData]:
+def data() -> dict[str, generator.ShapesData]:
     """One chunk of each variant's test split (no cache)."""
-    return {v: synthetic.generate(v, synthetic.CHUNK, seed=0, split="test") for v in synthetic.VARIANTS}
+    return {v: generator.generate(v, generator.CHUNK, seed=0, split="test") for v in generator.VARIANTS}
 
 
 # ---- the rasteriser ---------------------------------------------------------------------------------
@@ -47,6 +48,41 @@ def test_classes_are_different_shapes():
     off = iou[~torch.eye(N_CLASSES, dtype=torch.bool)]
     assert float(off.max()) < 0.85
     assert bool((m.sum(1) > 50).all())  # every class draws a sizeable object
+
+
+def test_decoys_are_no_class():
+    """A decoy differs from every class at every rotation (IoU < 0.9), yet resembles one (IoU > 0.6)."""
+    centre, size = torch.full((1, 2), 64.0), torch.full((1,), 28.0)
+    turns = torch.linspace(0, 2 * math.pi, 73)[:-1]
+    for d in range(len(shapes.DECOY_NAMES)):
+        decoy = shapes.shape_mask(torch.tensor([d]), centre, size, torch.zeros(1), 128, 128,
+                                  shapes.DECOY_NAMES)[0].float()
+        best = 0.0
+        for c in range(N_CLASSES):
+            cls = torch.full((len(turns),), c)
+            m = shapes.shape_mask(cls, centre.expand(len(turns), 2), size.expand(len(turns)), turns, 128,
+                                  128).flatten(1).float()
+            inter = m @ decoy.flatten()
+            best = max(best, float((inter / (m.sum(1) + decoy.sum() - inter)).max()))
+        assert 0.6 < best < 0.9, (shapes.DECOY_NAMES[d], best)
+
+
+def test_images_hold_their_decoys():
+    """shapes-single draws 1-2 decoys per image: the same chunk drawn without decoys (the random
+    stream is the same) differs in a decoy-sized region outside the object's box, and nowhere else."""
+    sp = generator.VARIANTS["shapes-single"]
+    bare = generator.VariantSpec(**{**sp.__dict__, "decoys": (0, 0)})
+    n = 16
+    with_decoys = generator._generate_chunk(sp, n, torch.Generator().manual_seed(5))
+    without = generator._generate_chunk(bare, n, torch.Generator().manual_seed(5))
+    assert torch.equal(with_decoys.boxes, without.boxes) and torch.equal(with_decoys.labels, without.labels)
+    diff = (with_decoys.x != without.x).any(dim=1)  # (n, 64, 64)
+    ys, xs = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    for i in range(n):
+        x0, y0, x1, y1 = with_decoys.boxes[i, 0].long().tolist()
+        inside = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        assert int(diff[i].sum()) > 100  # at least one decoy of radius >= 10 px
+        assert not bool((diff[i] & inside).any())  # never over the labelled object
 
 
 def test_mask_box_hand_worked():
@@ -95,27 +131,27 @@ def test_bad_class_id_is_a_clear_error():
 
 # ---- the generated variants ---------------------------------------------------------------------------
 def test_same_seed_same_tensors_other_seed_other_images():
-    a = synthetic.generate("shapes-single", 8, seed=0, split="test")
-    b = synthetic.generate("shapes-single", 8, seed=0, split="test")
-    c = synthetic.generate("shapes-single", 8, seed=1, split="test")
-    d = synthetic.generate("shapes-single", 8, seed=0, split="train")
+    a = generator.generate("shapes-single", 8, seed=0, split="test")
+    b = generator.generate("shapes-single", 8, seed=0, split="test")
+    c = generator.generate("shapes-single", 8, seed=1, split="test")
+    d = generator.generate("shapes-single", 8, seed=0, split="train")
     for f in ("x", "labels", "boxes", "box_labels"):
         assert torch.equal(getattr(a, f), getattr(b, f))
     assert not torch.equal(a.x, c.x)
     assert not torch.equal(a.x, d.x)  # train and test come from disjoint seed streams
-    seeds = {synthetic.chunk_seed("shapes-single", split, 0, 0) for split in ("train", "test")}
+    seeds = {generator.chunk_seed("shapes-single", split, 0, 0) for split in ("train", "test")}
     assert len(seeds) == 2
 
 
 def test_prefix_does_not_depend_on_n(data):
-    small = synthetic.generate("shapes-multi", 5, seed=0, split="test")
+    small = generator.generate("shapes-multi", 5, seed=0, split="test")
     assert torch.equal(small.x, data["shapes-multi"].x[:5])
     assert torch.equal(small.boxes, data["shapes-multi"].boxes[:5])
 
 
-@pytest.mark.parametrize("variant", list(synthetic.VARIANTS))
+@pytest.mark.parametrize("variant", list(generator.VARIANTS))
 def test_labels_agree_with_boxes(data, variant):
-    d, spec = data[variant], synthetic.VARIANTS[variant]
+    d, spec = data[variant], generator.VARIANTS[variant]
     assert d.x.shape == (len(d), 3, 64, 64) and d.x.dtype == torch.uint8
     counts = (d.box_labels >= 0).sum(1)
     assert int(counts.min()) >= spec.objects[0] and int(counts.max()) <= spec.objects[1]
@@ -150,15 +186,18 @@ def test_objects_of_one_image_do_not_overlap(data, variant):
 def test_sample_drops_padding(data):
     d = data["shapes-clutter"]
     s = d.sample(0)
-    assert s.x.dtype == torch.float32 and 0 <= float(s.x.min()) and float(s.x.max()) <= 1
+    assert s.x.dtype == torch.float32
+    # normalised with ImageNet's mean/std, as the models' input
+    mean, std = torch.tensor(generator.MEAN).view(3, 1, 1), torch.tensor(generator.STD).view(3, 1, 1)
+    assert torch.allclose(s.x * std + mean, d.x[0].float() / 255, atol=1e-6)
     assert len(s.boxes) == len(s.box_labels) == int((d.box_labels[0] >= 0).sum())
 
 
 def test_cache_roundtrip(tmp_path):
-    a = synthetic.dataset("shapes-single", "test", seed=0, n=4, data_dir=tmp_path)
+    a = store.dataset("shapes-single", "test", seed=0, n=4, data_dir=tmp_path)
     files = list((tmp_path / "generated").glob("shapes-single-test-n4-seed0-v*.pt"))
     assert len(files) == 1
-    b = synthetic.dataset("shapes-single", "test", seed=0, n=4, data_dir=tmp_path)
+    b = store.dataset("shapes-single", "test", seed=0, n=4, data_dir=tmp_path)
     assert torch.equal(a.x, b.x) and torch.equal(a.boxes, b.boxes)
 
 
@@ -175,6 +214,37 @@ def test_preprocess_accepts_pil_and_uint8():
 
 
 # ---- loading: clear errors --------------------------------------------------------------------------------
+def test_benchmark_declares_its_normalisation():
+    """The benchmark's mean/std are those of its input, so the metrics' black fill is -mean/std."""
+    x = torch.zeros(3, 64, 64, dtype=torch.uint8)  # a black image
+    out = synthetic.preprocess(x)
+    assert torch.allclose(out, cc.metrics.black(out[None], torch.tensor(generator.MEAN),
+                                                torch.tensor(generator.STD))[0])
+
+
+def test_no_import_circle_between_synthetic_training_and_plotting():
+    """The layers import downwards only: plotting knows no benchmark, training no synthetic."""
+    import ast
+    import inspect
+
+    from cam_core import plotting
+    from cam_core.benchmarks import card, checkpoints, training
+
+    def imported(module) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        return names
+
+    assert not {n for n in imported(plotting) if n.startswith("cam_core.benchmarks")}
+    for module in (training, card, checkpoints, store, generator):
+        assert "cam_core.benchmarks.synthetic" not in imported(module), module.__name__
+
+
 def test_registered_names():
     names = cc.benchmarks.available()
     assert {"shapes-single", "shapes-multi", "shapes-clutter"} <= set(names)

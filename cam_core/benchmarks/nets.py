@@ -1,17 +1,21 @@
 """The embedded benchmark's small CNNs: a VGG-style net (non-linear head) and a ResNet-style net
 (linear head), both ``nn.Sequential`` so that :func:`cam_core.split_model` splits them anywhere.
 
-- :class:`ShapesVGG` mirrors VGG16: conv blocks with max-pool, the explained layer is the last
-  conv block's ReLU (``features.17``, K = 64 maps of 8 x 8 at 64 px), then a last max-pool and
-  FC-ReLU-Dropout-FC-ReLU-FC. The head ``F`` (Eq. 1) is non-linear, as in the paper's VGG16.
-  The last max-pool is global (8 x 8 -> 1 x 1) where VGG16's is 2 x 2 before a 7 x 7 flatten:
-  with a 2 x 2 pool and a 4 x 4 flatten the small head has to learn every position apart; in a
-  short sweep it stayed under 0.5 top-1 after 10 epochs, the global pool (with a wider head and
-  smaller batches) reached 0.97 in 8. The dataset card has the final scores.
+- :class:`ShapesVGG` mirrors VGG16 (torchvision's ``vgg16_bn``): conv-BN-ReLU blocks with
+  max-pool; the explained layer is the last conv block's ReLU (``features.14``, K = 128 maps of
+  8 x 8 at 64 px); then, as VGG16's pool-to-7x7 and flatten, a small spatial pool (2 x 2 average:
+  4 x 4 positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC. Every position of every map
+  reaches the head through its own weights, as the 7 x 7 = 49 positions of VGG16's last maps do,
+  and the average (not max) pool passes every position on, so a map's DeepLIFT contribution is
+  spread over all of its active positions. The head ``F`` (Eq. 1) is non-linear.
+  (Generator v2's model ended in a *global* max-pool: each map reached the head through one
+  position, which misled gradient-, DeepLIFT- and ablation-based coefficients; issue 11.)
 - :class:`ShapesResNet` mirrors ResNet: residual blocks (each with its own ReLU modules), the
   explained layer is the last block's output (``layer3``, K = 64 maps of 8 x 8), then global
   average pooling and ONE Linear layer: a linear head, where LIFT-CAM equals the exact SHAP
   values of the maps (the paper's Section 3.3).
+
+Both take input normalised with ImageNet's mean/std (:data:`generator.MEAN`, :data:`generator.STD`).
 """
 from __future__ import annotations
 
@@ -31,24 +35,26 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 class ShapesVGG(nn.Sequential):
     """VGG-style classifier for 64 x 64 images: ``features`` -> ``flatten`` -> ``classifier``.
 
-    Conv-BN-ReLU blocks (as torchvision's ``vgg16_bn``), each followed by a 2x max-pool; the
-    last block's ReLU is the explained layer, then a last max-pool and the non-linear head.
+    Conv-BN-ReLU blocks (as torchvision's ``vgg16_bn``), the first three followed by a 2x max-pool;
+    the last block's ReLU is the explained layer, then a 2 x 2 average pool and the VGG16 head.
     """
 
-    TARGET_LAYER = "features.17"  # ReLU after the last conv: (N, 64, 8, 8) at 64 px
+    TARGET_LAYER = "features.14"  # ReLU after the last conv: (N, 128, 8, 8) at 64 px
+    MAPS = 128
 
     def __init__(self, num_classes: int, image_size: int = 64, hidden: int = 128, dropout: float = 0.3):
         if image_size % 16:
-            raise ValueError(f"image_size must be a multiple of 16 (four 2x max-pools), got {image_size}")
+            raise ValueError(f"image_size must be a multiple of 16 (three 2x max-pools and a 2x pool), "
+                             f"got {image_size}")
+        k = self.MAPS
         features = nn.Sequential(
             *_conv_bn(3, 16), nn.ReLU(), nn.MaxPool2d(2),  # (N, 16, S/2, S/2)
             *_conv_bn(16, 32), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, S/4, S/4)
             *_conv_bn(32, 64), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, S/8, S/8)
-            *_conv_bn(64, 64), nn.ReLU(),
-            *_conv_bn(64, 64), nn.ReLU(),  # features.17: the explained maps A, (N, 64, S/8, S/8)
-            nn.MaxPool2d(image_size // 8),  # the last max-pool, global: (N, 64, 1, 1)
+            *_conv_bn(64, k), nn.ReLU(),  # features.14: the explained maps A, (N, 128, S/8, S/8)
+            nn.AvgPool2d(2),  # the small spatial pool (VGG16: to 7 x 7): (N, 128, S/16, S/16)
         )
-        flat = 64
+        flat = k * (image_size // 16) ** 2  # every position has its own weights, as VGG16's 512 x 7 x 7
         classifier = nn.Sequential(
             nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(),
@@ -82,6 +88,7 @@ class ShapesResNet(nn.Sequential):
     """ResNet-style classifier: ``stem`` -> ``layer1..3`` -> ``pool`` -> ``flatten`` -> ``fc``."""
 
     TARGET_LAYER = "layer3"  # last residual block: (N, 64, 8, 8) at 64 px
+    MAPS = 64
 
     def __init__(self, num_classes: int, image_size: int = 64):
         if image_size % 8:
@@ -92,10 +99,10 @@ class ShapesResNet(nn.Sequential):
                                nn.ReLU()),
             layer1=ResidualBlock(16, 32, stride=2),  # (N, 32, S/4, S/4)
             layer2=ResidualBlock(32, 64, stride=2),  # (N, 64, S/8, S/8)
-            layer3=ResidualBlock(64, 64),  # (N, 64, S/8, S/8): the explained maps A
+            layer3=ResidualBlock(64, self.MAPS),  # (N, 64, S/8, S/8): the explained maps A
             pool=nn.AdaptiveAvgPool2d(1),  # (N, 64, 1, 1)
             flatten=nn.Flatten(1),  # (N, 64)
-            fc=nn.Linear(64, num_classes),  # the linear head
+            fc=nn.Linear(self.MAPS, num_classes),  # the linear head
         ))
 
 

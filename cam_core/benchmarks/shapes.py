@@ -30,6 +30,10 @@ CLASS_NAMES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "cross", "ring",
     "crescent", "heart", "arrow", "diamond", "T", "L",
 )
+# Decoys: filled shapes that are no class, drawn like objects (colour, texture, size) but never
+# labelled. Each resembles a class (pentagon ~ circle, ellipse ~ diamond, semicircle ~ crescent),
+# so they are confusable clutter: a model must tell them apart, a map may point at them.
+DECOY_NAMES: tuple[str, ...] = ("pentagon", "ellipse", "semicircle")
 TEXTURES: tuple[str, ...] = ("solid", "stripes", "checker")
 BACKGROUNDS: tuple[str, ...] = ("noise", "stripes", "blobs")
 
@@ -53,6 +57,7 @@ _POLYGONS: dict[str, list[tuple[float, float]]] = {
     "triangle": _regular_polygon(3),
     "star": _star(),
     "arrow": [(-0.9, -0.2), (0.15, -0.2), (0.15, -0.55), (0.9, 0.0), (0.15, 0.55), (0.15, 0.2), (-0.9, 0.2)],
+    "pentagon": _regular_polygon(5, 0.9),
 }
 
 
@@ -92,12 +97,16 @@ def _unit_mask(name: str, u: Tensor, v: Tensor) -> Tensor:
         return au / 0.95 + av / 0.5 <= 1
     if name == "T":
         return ((v >= -0.85) & (v <= -0.4) & (au <= 0.85)) | ((au <= 0.22) & (v >= -0.85) & (v <= 0.85))
+    if name == "ellipse":
+        return (u / 0.92) ** 2 + (v / 0.55) ** 2 <= 1
+    if name == "semicircle":
+        return (r2 <= 0.9**2) & (v <= 0.15)
     if name == "L":
         return (((u >= -0.7) & (u <= -0.25) & (av <= 0.85))
                 | ((v >= 0.4) & (v <= 0.85) & (u >= -0.7) & (u <= 0.7)))
     if name in _POLYGONS:
         return _inside_polygon(u, v, _POLYGONS[name])
-    raise ValueError(f"unknown shape class {name!r}; known: {', '.join(CLASS_NAMES)}")
+    raise ValueError(f"unknown shape {name!r}; known: {', '.join(CLASS_NAMES + DECOY_NAMES)}")
 
 
 # ---- coordinates -----------------------------------------------------------------------------------
@@ -117,19 +126,20 @@ def _local(centre: Tensor, size: Tensor, rotation: Tensor, height: int, width: i
 
 
 def shape_mask(cls: Tensor, centre: Tensor, size: Tensor, rotation: Tensor,
-               height: int, width: int) -> Tensor:
-    """Masks of ``N`` objects: class ids (N,), centres (N, 2) ``(cx, cy)`` px, sizes (N,) px,
+               height: int, width: int, names: tuple[str, ...] = CLASS_NAMES) -> Tensor:
+    """Masks of ``N`` objects: class ids (N,) into ``names`` (:data:`CLASS_NAMES`, or
+    :data:`DECOY_NAMES` for decoys), centres (N, 2) ``(cx, cy)`` px, sizes (N,) px,
     rotations (N,) rad -> (N, H, W) bool. Vectorised per class present in ``cls``."""
     if cls.ndim != 1 or centre.shape != (cls.shape[0], 2):
         raise ValueError(f"expected cls (N,) and centre (N, 2), got {tuple(cls.shape)} and "
                          f"{tuple(centre.shape)}; pass one object per image")
-    if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= len(CLASS_NAMES)):
-        raise ValueError(f"class ids must be in [0, {len(CLASS_NAMES)}); got {cls.tolist()}")
+    if cls.numel() and (int(cls.min()) < 0 or int(cls.max()) >= len(names)):
+        raise ValueError(f"class ids must be in [0, {len(names)}); got {cls.tolist()}")
     u, v = _local(centre.float(), size.float(), rotation.float(), height, width)  # (N, H, W)
     mask = torch.zeros(cls.shape[0], height, width, dtype=torch.bool, device=cls.device)
     for c in cls.unique().tolist():
         sel = cls == c
-        mask[sel] = _unit_mask(CLASS_NAMES[c], u[sel], v[sel])
+        mask[sel] = _unit_mask(names[c], u[sel], v[sel])
     return mask
 
 
@@ -171,16 +181,17 @@ def _texture(kind: Tensor, u: Tensor, v: Tensor, generator: torch.Generator) -> 
 def draw_shape(canvas: Tensor, cls: Tensor, centre: Tensor, size: Tensor, rotation: Tensor,
                colour: Tensor | None = None, texture: Tensor | None = None,
                generator: torch.Generator | None = None, present: Tensor | None = None,
-               ) -> tuple[Tensor, Tensor, Tensor]:
+               names: tuple[str, ...] = CLASS_NAMES) -> tuple[Tensor, Tensor, Tensor]:
     """Draw one object into each image of ``canvas`` (N, 3, H, W); returns ``(image, mask, box)``.
 
     ``colour`` (N, 3) in [0, 1] (default: a random colour that contrasts with the canvas under
     the object); ``texture`` (N,) ids into :data:`TEXTURES` (default: solid); ``present`` (N,) bool
-    skips images where it is False (their mask is empty and box zero). The canvas is not modified.
+    skips images where it is False (their mask is empty and box zero); ``names`` says what the
+    ids in ``cls`` index (:data:`DECOY_NAMES` draws decoys). The canvas is not modified.
     """
     n, _, h, w = canvas.shape
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    mask = shape_mask(cls, centre, size, rotation, h, w)  # (N, H, W)
+    mask = shape_mask(cls, centre, size, rotation, h, w, names)  # (N, H, W)
     if present is not None:
         mask &= present.to(mask.device)[:, None, None]
     if colour is None:

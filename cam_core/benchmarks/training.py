@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import shutil
@@ -28,7 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.benchmarks import nets, synthetic
+from cam_core.benchmarks import augment, card, checkpoints, generator, nets, scores, store
+from cam_core.benchmarks.scores import average_precision, mean_average_precision, score_model
+
+__all__ = ["CONFIGS", "TrainConfig", "average_precision", "check", "mean_average_precision", "score_model",
+           "train", "train_and_save"]
 
 
 @dataclass(frozen=True)
@@ -37,52 +40,28 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.1  # calibration: no target of 1.0, so the softmax does not saturate
+    mask_share: float = 0.5  # share of each batch multiplied by a random smooth mask toward black
+    mask_ramp: float = 0.3  # the share grows linearly from 0 over this fraction of the steps (curriculum)
 
 
 # per (variant, arch): the schedule that reaches the accuracy bar in a few CPU minutes
 CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("shapes-single", "vgg"): TrainConfig(epochs=8),
     ("shapes-single", "resnet"): TrainConfig(epochs=8),
-    ("shapes-multi", "vgg"): TrainConfig(epochs=10),
-    ("shapes-multi", "resnet"): TrainConfig(epochs=10),
-    ("shapes-clutter", "vgg"): TrainConfig(epochs=32),
-    ("shapes-clutter", "resnet"): TrainConfig(epochs=12),
+    ("shapes-multi", "vgg"): TrainConfig(epochs=8),
+    ("shapes-multi", "resnet"): TrainConfig(epochs=8),
+    ("shapes-clutter", "vgg"): TrainConfig(epochs=8),
+    ("shapes-clutter", "resnet"): TrainConfig(epochs=8),
 }
 
 
-# ---- scores --------------------------------------------------------------------------------
-def average_precision(scores: Tensor, targets: Tensor) -> Tensor:
-    """Per-class average precision (the area under the precision-recall step curve, as VOC/COCO
-    and sklearn's ``average_precision_score``): scores, targets (N, C) -> (C,). A class with no
-    positive gets NaN. Ties are broken by order (stable sort), like sklearn without tied scores."""
-    order = scores.argsort(dim=0, descending=True, stable=True)  # (N, C)
-    hits = targets.gather(0, order).float()  # (N, C) 1 where the k-th ranked item is positive
-    tp = hits.cumsum(0)
-    precision = tp / torch.arange(1, hits.shape[0] + 1, device=scores.device, dtype=torch.float32)[:, None]
-    positives = hits.sum(0)
-    return (precision * hits).sum(0) / positives.where(positives > 0, torch.nan)
-
-
-def mean_average_precision(scores: Tensor, targets: Tensor) -> float:
-    """mAP over the classes that have at least one positive."""
-    return float(average_precision(scores, targets).nanmean())
-
-
-@torch.no_grad()
-def score_model(model: nn.Module, data: synthetic.ShapesData, multilabel: bool, batch_size: int = 512,
-                device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy (single-label) or mAP (multi-label) of ``model`` on ``data``; the model's
-    ``training`` flag is restored."""
-    was = model.training
-    model.eval()
-    try:
-        logits = torch.cat([model((data.x[i: i + batch_size].float() / 255).to(device)).cpu()
-                            for i in range(0, len(data), batch_size)])
-    finally:
-        model.train(was)
+def loss_fn(logits: Tensor, y: Tensor, multilabel: bool, smoothing: float) -> Tensor:
+    """Cross-entropy with label smoothing (single-label), or binary cross-entropy against labels
+    smoothed to ``smoothing / 2`` and ``1 - smoothing / 2`` (multi-label)."""
     if multilabel:
-        return mean_average_precision(logits, data.labels)
-    return float((logits.argmax(1) == data.labels).float().mean())
+        return F.binary_cross_entropy_with_logits(logits, y * (1 - smoothing) + smoothing / 2)
+    return F.cross_entropy(logits, y, label_smoothing=smoothing)
 
 
 # ---- deterministic training ----------------------------------------------------------------------
@@ -117,15 +96,16 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
     from tqdm.auto import tqdm
 
     device = torch.device(device)
-    spec = synthetic.VARIANTS[variant]
+    spec = generator.spec(variant)
     config = config or CONFIGS[(variant, arch)]
-    train_data = synthetic.dataset(variant, "train", seed=0, n=n_train, data_dir=data_dir)
+    train_data = store.dataset(variant, "train", seed=0, n=n_train, data_dir=data_dir)
     n = len(train_data)
     steps_per_epoch = n // config.batch_size
     total = steps_per_epoch * config.epochs if max_steps is None else max_steps
     start = time.perf_counter()
     with deterministic(seed, threads, device):
-        model = nets.build(arch, len(synthetic.CLASS_NAMES), synthetic.IMAGE_SIZE).to(device)
+        model = nets.build(arch, len(generator.CLASS_NAMES), generator.IMAGE_SIZE).to(device)
+        model = model.to(memory_format=torch.channels_last)
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=max(total, 1),
@@ -139,13 +119,13 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
                 if step >= total:
                     break
                 idx = perm[b * config.batch_size: (b + 1) * config.batch_size]
-                x = train_data.x[idx].float().div_(255)  # (B, 3, S, S)
-                k = int(torch.randint(4, (1,), generator=g))
-                x = torch.rot90(x, k, dims=(2, 3)).to(device)  # shapes are rotation-free: labels keep
+                x = train_data.x[idx].float().div_(255)  # (B, 3, S, S) pixels
+                share = config.mask_share * min(1.0, step / max(config.mask_ramp * total, 1))
+                x = generator.normalize(augment.augment(x, g, share)).to(device)
+                x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
                 y = train_data.labels[idx].to(device)
                 logits = model(x)
-                loss = (F.binary_cross_entropy_with_logits(logits, y) if spec.multilabel
-                        else F.cross_entropy(logits, y))
+                loss = loss_fn(logits, y, spec.multilabel, config.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -155,7 +135,7 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         bar.close()
     train_seconds = time.perf_counter() - start
-    model = model.cpu().eval()
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     record: dict[str, Any] = {
         "variant": variant, "arch": arch, "seed": seed, "data_seed": 0, "train_images": n, "steps": total,
         "config": asdict(config), "device": str(device), "threads": threads,
@@ -163,64 +143,33 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
         "train_seconds": round(train_seconds, 1),
         "params": sum(p.numel() for p in model.parameters()),
         "sha256": nets.state_dict_sha256(model),
-        "generator_version": synthetic.GENERATOR_VERSION,
+        "generator_version": generator.GENERATOR_VERSION,
+        "checkpoint_version": checkpoints.CHECKPOINT_VERSION,
         "metric": "mAP" if spec.multilabel else "top-1",
     }
     if evaluate:
-        test = synthetic.dataset(variant, "test", seed=0, data_dir=data_dir)
-        record["score"] = round(score_model(model, test, spec.multilabel), 4)
+        test = store.dataset(variant, "test", seed=0, data_dir=data_dir)
+        rep = scores.report(scores.logits_of(model, test), test.labels, spec.multilabel)
+        keys = ("score", "share_above_0.99", "ece", "mean_top1_softmax")
+        record.update({k: round(rep[k], 4) for k in keys})
         record["test_images"] = len(test)
     return model, record
 
 
 # ---- files -----------------------------------------------------------------------------------------
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save(model: nn.Module, record: dict[str, Any], data_dir: Path, figure: bool = True) -> Path:
     """Write the checkpoint, update ``manifest.json`` and regenerate ``CARD.md`` (with its example
     figure, drawn when missing, if ``figure``)."""
-    folder = data_dir / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = synthetic.checkpoint_path(data_dir, record["variant"], record["arch"])
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
-    os.replace(tmp, path)
-    manifest = synthetic.read_manifest(data_dir)
-    manifest.setdefault("models", {})[f"{record['variant']}-{record['arch']}"] = record
-    _write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    write_card(data_dir, figure=figure)
+    path = checkpoints.save_checkpoint(model, record, data_dir)
+    card.write_card(data_dir, figure=figure)
     return path
-
-
-def write_card(data_dir: Path, figure: bool = True) -> Path:
-    """Regenerate ``<data_dir>/models/CARD.md`` (and its example figure when missing)."""
-    folder = data_dir / "models"
-    fig_name = "examples.png"
-    if figure and not (folder / fig_name).exists():
-        try:
-            from cam_core.plotting import dataset_examples
-
-            dataset_examples(data_dir=data_dir, out=folder / fig_name)
-        except Exception as err:  # the figure is a nicety: the card (and the model) are still written
-            import logging
-
-            logging.getLogger(__name__).warning("could not draw %s (%s); card written without it",
-                                                fig_name, err)
-            figure = False
-    card = synthetic.dataset_card(synthetic.read_manifest(data_dir), figure=fig_name if figure else None)
-    _write_atomic(folder / "CARD.md", card)
-    return folder / "CARD.md"
 
 
 def train_and_save(variant: str, arch: str, data_dir: str | os.PathLike[str] | None = None, seed: int = 0,
                    device: torch.device | str = "cpu", threads: int = 1,
                    progress: bool = True) -> dict[str, Any]:
     """Train ``variant``/``arch`` and write its checkpoint, the manifest entry and the card."""
-    root = synthetic.resolve_data_dir(data_dir)
+    root = store.resolve_data_dir(data_dir)
     model, record = train(variant, arch, seed=seed, device=device, threads=threads, data_dir=root,
                           progress=progress)
     save(model, record, root)
@@ -232,7 +181,7 @@ def check(variant: str, arch: str, data_dir: Path, device: torch.device | str = 
     """Retrain ``variant``/``arch`` into a temp dir with the recorded seed and threads, and compare the
     state hash with the manifest's. Returns ``(same, explanation)``."""
     key = f"{variant}-{arch}"
-    rec = synthetic.read_manifest(data_dir).get("models", {}).get(key)
+    rec = checkpoints.read_manifest(data_dir).get("models", {}).get(key)
     if rec is None:
         return False, f"{key}: not in the manifest; train it first"
     tmp = Path(tempfile.mkdtemp(prefix="cam_core_check_"))
@@ -246,7 +195,7 @@ def check(variant: str, arch: str, data_dir: Path, device: torch.device | str = 
         shutil.rmtree(tmp, ignore_errors=True)
     if new["sha256"] == rec["sha256"]:
         return True, f"{key}: bit-for-bit identical (sha256 {rec['sha256'][:16]})"
-    fields = ("torch", "device", "cpu", "processor", "generator_version", "config")
+    fields = ("torch", "device", "cpu", "processor", "generator_version", "checkpoint_version", "config")
     why = [f"{k}: recorded {rec.get(k)!r}, here {new.get(k)!r}" for k in fields if rec.get(k) != new.get(k)]
     reason = "; ".join(why) if why else ("same torch, device and settings, so the difference comes from the "
                                          "CPU's kernels (instruction set, oneDNN code path) or changed code")
@@ -260,7 +209,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__.splitlines()[0])
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every variant x architecture")
-    which.add_argument("--benchmark", choices=list(synthetic.VARIANTS), help="one variant")
+    which.add_argument("--benchmark", choices=list(generator.VARIANTS), help="one variant")
     p.add_argument("--arch", choices=list(nets.ARCHS), default=None, help="one architecture (default: both)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default; what the committed hashes are for), cuda, auto")
@@ -275,8 +224,8 @@ def _run(args: argparse.Namespace) -> int:
     from cam_core.runtime import resolve_device
 
     device = resolve_device(args.device)
-    root = synthetic.resolve_data_dir(args.data_dir)
-    variants = list(synthetic.VARIANTS) if args.all else [args.benchmark]
+    root = store.resolve_data_dir(args.data_dir)
+    variants = list(generator.VARIANTS) if args.all else [args.benchmark]
     archs = [args.arch] if args.arch else list(nets.ARCHS)
     failed = 0
     for v in variants:
@@ -287,6 +236,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(msg, flush=True)
                 continue
             rec = train_and_save(v, a, data_dir=root, seed=args.seed, device=device, threads=args.threads)
-            print(f"{v}-{a}: held-out {rec['metric']} {rec['score']:.4f} in {rec['train_seconds']:.0f} s "
-                  f"-> {synthetic.checkpoint_path(root, v, a)}", flush=True)
+            print(f"{v}-{a}: held-out {rec['metric']} {rec['score']:.4f} "
+                  f"(top-1 softmax > 0.99: {rec['share_above_0.99']:.3f}, ECE {rec['ece']:.3f}) in "
+                  f"{rec['train_seconds']:.0f} s -> {checkpoints.checkpoint_path(root, v, a)}", flush=True)
     return 1 if failed else 0
