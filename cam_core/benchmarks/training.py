@@ -28,10 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cam_core.benchmarks import augment, card, checkpoints, generator, nets, scores, store
-from cam_core.benchmarks.scores import average_precision, mean_average_precision, score_model
-
-__all__ = ["CONFIGS", "TrainConfig", "average_precision", "check", "mean_average_precision", "score_model",
-           "train", "train_and_save"]
 
 
 @dataclass(frozen=True)
