@@ -83,12 +83,12 @@ def test_nets_split_at_their_target_layer(arch):
 
 def test_vgg_head_pools_little_and_flattens_every_position():
     """As VGG16 (7 x 7 positions into the first FC), the head keeps a spatial grid: a small average
-    pool, then FC-ReLU-Dropout-FC-ReLU-FC on 128 x 4 x 4 inputs (not one value per map)."""
+    pool, then FC-ReLU-Dropout-FC-ReLU-FC on 128 x 2 x 2 inputs (not one value per map)."""
     model = nets.build("vgg", 12).eval()
     _, head = cc.split_model(model, nets.target_layer("vgg"))
     kinds = [type(m).__name__ for m in head.modules() if not list(m.children())]
     assert kinds == ["AvgPool2d", "Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
-    assert model.classifier[0].in_features == 128 * 4 * 4
+    assert model.classifier[0].in_features == 128 * 2 * 2
 
 
 def test_resnet_head_is_linear_and_vgg_head_is_not():
