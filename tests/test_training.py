@@ -27,28 +27,28 @@ def _manifest() -> dict:
 
 # ---- average precision -----------------------------------------------------------------------------
 def test_average_precision_hand_worked():
-    scores = torch.tensor([[0.9], [0.8], [0.7], [0.6]])
+    logits = torch.tensor([[0.9], [0.8], [0.7], [0.6]])
     targets = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
     # positives ranked 1st and 3rd: AP = (1/1 + 2/3) / 2
-    assert scores.average_precision(scores, targets).item() == pytest.approx((1 + 2 / 3) / 2)
+    assert scores.average_precision(logits, targets).item() == pytest.approx((1 + 2 / 3) / 2)
 
 
 def test_average_precision_perfect_and_no_positive():
-    scores = torch.tensor([[3.0, 0.1], [2.0, 0.2], [1.0, 0.3]])
+    logits = torch.tensor([[3.0, 0.1], [2.0, 0.2], [1.0, 0.3]])
     targets = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
-    ap = scores.average_precision(scores, targets)
+    ap = scores.average_precision(logits, targets)
     assert ap[0].item() == 1.0 and torch.isnan(ap[1])
-    assert scores.mean_average_precision(scores, targets) == 1.0
+    assert scores.mean_average_precision(logits, targets) == 1.0
 
 
 def test_average_precision_matches_sklearn():
     metrics = pytest.importorskip("sklearn.metrics")
     g = torch.Generator().manual_seed(0)
-    scores = torch.rand(200, 5, generator=g)
+    logits = torch.rand(200, 5, generator=g)
     targets = (torch.rand(200, 5, generator=g) < 0.3).float()
-    ours = scores.average_precision(scores, targets)
+    ours = scores.average_precision(logits, targets)
     for c in range(5):
-        ref = metrics.average_precision_score(targets[:, c].numpy(), scores[:, c].numpy())
+        ref = metrics.average_precision_score(targets[:, c].numpy(), logits[:, c].numpy())
         assert ours[c].item() == pytest.approx(ref, abs=1e-6)
 
 
