@@ -39,6 +39,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # calibration: no target of 1.0, so the softmax does not saturate
     mask_share: float = 0.5  # share of each batch multiplied by a random smooth mask toward black
     mask_ramp: float = 0.3  # the share grows linearly from 0 over this fraction of the steps (curriculum)
+    loss: str = "auto"  # "auto": CE (single-label) or BCE (multi-label); "bce": BCE on one-hot labels
 
 
 # per (variant, arch): the schedule that reaches the accuracy bar in a few CPU minutes
@@ -52,9 +53,15 @@ CONFIGS: dict[tuple[str, str], TrainConfig] = {
 }
 
 
-def loss_fn(logits: Tensor, y: Tensor, multilabel: bool, smoothing: float) -> Tensor:
+def loss_fn(logits: Tensor, y: Tensor, multilabel: bool, smoothing: float, kind: str = "auto") -> Tensor:
     """Cross-entropy with label smoothing (single-label), or binary cross-entropy against labels
-    smoothed to ``smoothing / 2`` and ``1 - smoothing / 2`` (multi-label)."""
+    smoothed to ``smoothing / 2`` and ``1 - smoothing / 2`` (multi-label, or ``kind="bce"``: one-hot
+    labels of a single-label benchmark, one independent sigmoid per class)."""
+    if kind not in ("auto", "bce"):
+        raise ValueError(f"loss must be 'auto' or 'bce', got {kind!r}")
+    if not multilabel and kind == "bce":
+        y = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        multilabel = True
     if multilabel:
         return F.binary_cross_entropy_with_logits(logits, y * (1 - smoothing) + smoothing / 2)
     return F.cross_entropy(logits, y, label_smoothing=smoothing)
@@ -121,7 +128,7 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
                 x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
                 y = train_data.labels[idx].to(device)
                 logits = model(x)
-                loss = loss_fn(logits, y, spec.multilabel, config.label_smoothing)
+                loss = loss_fn(logits, y, spec.multilabel, config.label_smoothing, config.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
