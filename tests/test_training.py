@@ -144,6 +144,25 @@ def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
     assert nets.state_dict_sha256(loaded) == rec["sha256"]
 
 
+def test_fine_tuning_starts_from_the_named_model(scratch, tmp_path):
+    """``TrainConfig(init=...)`` starts from that trained model (its hash is recorded); a missing one is a
+    clear error naming the command that trains it."""
+    model, rec = training.train("shapes-multi", "vgg", data_dir=scratch, n_train=32, max_steps=1,
+                                progress=False, evaluate=False,
+                                config=training.TrainConfig(epochs=1, batch_size=16))
+    (tmp_path / "generated").symlink_to(scratch / "generated")
+    checkpoints.save_checkpoint(model, rec, tmp_path)
+    cfg = training.TrainConfig(epochs=1, batch_size=16, lr=0.0, init="shapes-multi-vgg")
+    tuned, rec2 = training.train("shapes-single", "vgg", data_dir=tmp_path, n_train=32, max_steps=1,
+                                 progress=False, evaluate=False, config=cfg)
+    assert rec2["init_sha256"] == rec["sha256"]
+    conv = "features.0.weight"  # lr 0: the weights are the initial model's (BN statistics move)
+    assert torch.equal(tuned.state_dict()[conv], model.state_dict()[conv])
+    with pytest.raises(ValueError, match="train --benchmark shapes-multi --arch vgg"):
+        training.train("shapes-single", "vgg", data_dir=scratch, n_train=32, max_steps=1, progress=False,
+                       evaluate=False, config=cfg)
+
+
 def test_check_compares_hashes_and_says_why(tmp_path, monkeypatch):
     """``--check`` retrains with the recorded seed/threads and compares the state hash; a mismatch
     names what differs from the record (here: the torch version)."""
