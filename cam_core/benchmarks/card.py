@@ -51,10 +51,11 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         "",
         f"## Models (model version {checkpoints.CHECKPOINT_VERSION}; held-out test split)",
         "",
-        "`vgg`: conv-BN-ReLU blocks with max-pool, explained layer `features.14` (128 maps, 8 x 8), a 2 x 2 "
-        "average pool (4 x 4 positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC: a non-linear head that "
-        "reads every position of every map, as VGG16's. `resnet`: residual blocks, explained layer `layer3` "
-        "(128 maps, 8 x 8), global average pool and one Linear layer (linear head). Both trained with "
+        "`vgg`: conv-BN-ReLU blocks with max-pool, explained layer `features.14` (128 maps, 8 x 8), a 4 x 4 "
+        "average pool (a 2 x 2 grid of positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC: a non-linear "
+        "head that reads every position of every map, as VGG16's (`shapes-single-vgg` is fine-tuned from "
+        "`shapes-multi-vgg`). `resnet`: residual blocks, explained layer `layer3` (64 maps, 8 x 8), global "
+        "average pool and one Linear layer (linear head). Both trained with "
         "label smoothing, brightness/contrast jitter, rotations by 90 degrees and random smooth masks "
         "toward black on half of each batch (`cam_core.benchmarks.augment`), so masked images are in "
         "distribution.",
