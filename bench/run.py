@@ -1,31 +1,38 @@
 """Speed of cam_core's methods, and of the independent implementations they replace.
 
     .venv/bin/python bench/run.py                      # VGG16 + ResNet50, 224 px, batch 8, auto device
-    .venv/bin/python bench/run.py --quick              # a tiny run (64 px, batch 2) to check it works
+    .venv/bin/python bench/run.py --quick              # a tiny run (32 px, batch 2, 8 maps) to check it works
     .venv/bin/python bench/run.py --device cuda --baseline-images 8
     .venv/bin/python bench/run.py --evaluate           # cc.evaluate's throughput (bench/evaluate.py)
 
-Prints, per model: each method's time per image as a ratio to our Grad-CAM in the same run; our
-Grad-CAM / Score-CAM / Ablation-CAM beside pytorch-grad-cam's; our SHAP-CAM per ordering beside
-Captum's ShapleyValueSampling on the same head (one feature group per map, 64 perturbations per
-eval). Writes the same markdown to ``results/bench.md`` (``--out``). Models are torchvision's with
+Prints, per model: every method of ``cc.METHODS`` as seconds per image and as a ratio to our Grad-CAM
+in the same run; then four comparisons, each in two rows. **Equal settings**: the same images, batch,
+warm-up and repeats for both sides, parameters frozen on both, and our generic algorithm (the
+first-Linear shortcut off). **Best settings**: each side at its own best (our shortcuts on). Our
+Grad-CAM / Ablation-CAM / Score-CAM face pytorch-grad-cam's, our SHAP-CAM faces Captum's
+``ShapleyValueSampling`` on the same head (one feature group per map). Every timing is a warm-up run
+then ``--repeat`` runs, reported as the median and the [min-max] spread, in wall and process-CPU
+seconds. The header gives the load average before and after and warns when the machine was busy.
+Writes the same markdown to ``results/bench.md`` (``--out``). Models are torchvision's with
 ``weights=None`` under a fixed seed: speed does not depend on the weights.
 
 Methods that run the whole model once per map (our Score-CAM, pytorch-grad-cam's Score-CAM and
-Ablation-CAM) run on ``--baseline-images`` images (default: 1 on the CPU, the whole batch on CUDA)
-and are compared per image; on 2 CPU cores each of them takes ~1.5 min per VGG16 image at 224 px.
+Ablation-CAM) run on ``--baseline-images`` images and, with ``--maps M``, score only the first ``M``
+of the ``K`` maps (a VGG16 image at 224 px costs ~1.5 min per side and run on 2 CPU cores).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
+import inspect
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,19 +40,31 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's per-batch progr
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from torch import nn  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
 
 import cam_core as cc  # noqa: E402
+from cam_core.methods.base import CAMContext  # noqa: E402
 
 LAYERS = {"vgg16": "features.29", "resnet50": "layer4"}
-#: our methods that run the full model once per map: timed on --baseline-images images
+#: our methods that run the full model once per map: timed on --baseline-images images (and --maps maps)
 PER_MAP_FULL_MODEL = {"Score-CAM"}
-TARGETS = {  # the issue's speed targets, checked in the printed notes
-    "LIFT-CAM / Grad-CAM": "<= 1.3",
-    "Grad-CAM: pytorch-grad-cam / ours": ">= 1",
-    "Ablation-CAM: pytorch-grad-cam / ours": ">= 20",
-    "SHAP-CAM per ordering: Captum / ours": ">= 5",
+#: the project's speed targets (issues 15 and 16), checked at the end of the output
+TARGETS = {
+    "LIFT-CAM / Grad-CAM": ("<=", 1.3),
+    "Grad-CAM, best settings: pytorch-grad-cam / ours": (">=", 1.0),
+    "Ablation-CAM, best settings: pytorch-grad-cam / ours": (">=", 50.0),
+    "Score-CAM, best settings: pytorch-grad-cam / ours": (">=", 1.0),
+    "SHAP-CAM per ordering, best settings: Captum / ours": (">=", 5.0),
 }
+#: batch (rows per forward) of the equal-settings rows: pytorch-grad-cam's Ablation-CAM default, and
+#: 64 for the others (our default for Score-CAM; Captum's perturbations_per_eval in the old bench)
+EQUAL_BATCH = {"Ablation-CAM": 32, "Score-CAM": 64, "SHAP-CAM": 64}
+#: pytorch-grad-cam at its best: its defaults (Score-CAM batch 16, Ablation-CAM batch 32), frozen weights
+THEIR_BEST_BATCH = {"Ablation-CAM": 32, "Score-CAM": 16}
+#: Captum's ShapleyValueSampling at its best: perturbations per forward (4x the equal row's; not tuned)
+CAPTUM_BEST_PPE = 256
+#: a 1-minute load average above this fraction of the cores, from jobs other than this run, is "busy"
+BUSY_FRACTION = 0.25
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,52 +75,103 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default="vgg16,resnet50", help="comma-separated: vgg16,resnet50")
     p.add_argument("--methods", default=None, help="comma-separated table names (default: all of cc.METHODS)")
     p.add_argument("--baseline-images", type=int, default=None,
-                   help="images for the per-map full-model runs (default: 1 on CPU, --batch on CUDA)")
+                   help="images for the per-map full-model runs and the baselines' slow sides "
+                        "(default: 1 on CPU, --batch on CUDA)")
+    p.add_argument("--maps", type=int, default=None,
+                   help="score only the first M maps in the per-map full-model runs (default: all K)")
     p.add_argument("--repeat", type=int, default=None,
-                   help="timed runs per entry, median kept (default 3; 1 with --quick)")
-    p.add_argument("--shap-orderings", type=int, default=20, help="orderings for our SHAP-CAM timing")
+                   help="timed runs per entry after one warm-up run; median and min-max kept "
+                        "(default 3; 1 with --quick)")
+    p.add_argument("--shap-orderings", type=int, default=20,
+                   help="orderings of our SHAP-CAM in the methods table and its best-settings row")
     p.add_argument("--captum-orderings", type=int, default=None,
-                   help="orderings for Captum's ShapleyValueSampling (default 1 on CPU, 5 on CUDA)")
+                   help="orderings for Captum's ShapleyValueSampling and the equal-settings SHAP row "
+                        "(default 1 on CPU, 5 on CUDA)")
+    p.add_argument("--samples", type=int, default=64,
+                   help="samples of the sampling methods (n_samples, e.g. LIME-CAM / KernelSHAP-CAM)")
     p.add_argument("--no-baselines", action="store_true", help="skip pytorch-grad-cam and Captum")
     p.add_argument("--quick", action="store_true",
-                   help="tiny run: 32 px, batch 2, 1 repeat, 1 baseline image")
+                   help="tiny run: 32 px, batch 2, 1 repeat, 1 baseline image, 8 maps, 4 orderings, "
+                        "8 samples")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core); 1 is steadier on a busy machine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/bench.md", help="markdown file to write ('' to skip)")
     args = p.parse_args(argv)
     if args.quick:
         args.size, args.batch = 32, 2
-        args.repeat = args.repeat or 1
+        args.repeat = 1 if args.repeat is None else args.repeat
         args.baseline_images = args.baseline_images or 1
+        args.maps = args.maps or 8
         args.shap_orderings = min(args.shap_orderings, 4)
-    args.repeat = args.repeat or 3
+        args.samples = min(args.samples, 8)
+    args.repeat = 3 if args.repeat is None else args.repeat
+    if args.repeat < 1 or (args.maps is not None and args.maps < 1):
+        p.error("--repeat and --maps must be >= 1")
     return args
 
 
+# ---- pure helpers (tested in tests/test_bench.py) ---------------------------------------------------
 class Timing(NamedTuple):
-    wall: float  # seconds
-    cpu: float  # process CPU seconds (all threads)
+    """Seconds of each timed run (after the warm-up): wall and process CPU (all threads)."""
+
+    walls: tuple[float, ...]
+    cpus: tuple[float, ...]
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus)
 
     def per(self, n: float) -> Timing:
-        return Timing(self.wall / n, self.cpu / n)
+        return Timing(tuple(w / n for w in self.walls), tuple(c / n for c in self.cpus))
 
     def __str__(self) -> str:
-        return f"{self.wall:.3g} ({self.cpu:.3g})"
+        return f"{spread(self.walls)} ({spread(self.cpus)})"
+
+
+def spread(values: Sequence[float]) -> str:
+    """``"median [min-max]"`` of ``values`` (3 significant digits); just the value for one run."""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.3g}"
+    return f"{med:.3g} [{min(values):.3g}-{max(values):.3g}]"
 
 
 def ratio(a: Timing, b: Timing) -> str:
-    """``a / b`` for wall and CPU time: ``"2.1 (2.0)"``."""
+    """``a / b`` of the medians, wall and CPU: ``"2.10 (2.00)"``."""
     return f"{a.wall / b.wall:.2f} ({a.cpu / b.cpu:.2f})"
 
 
-def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: bool = True) -> Timing:
-    """Median wall and CPU time of ``fn()`` over ``repeat`` runs, after a warm-up run (lazy initialisation,
-    allocator, cuDNN autotuning) unless ``warmup=False`` (the minutes-long per-map full-model runs)."""
+def meets(value: float, target: tuple[str, float]) -> bool:
+    op, bound = target
+    return value <= bound if op == "<=" else value >= bound
+
+
+def load_warning(before: Sequence[float], after: Sequence[float], cores: int, own_threads: int) -> str | None:
+    """A warning when other jobs loaded the machine: the 1-minute load average before the run, or after
+    it less this run's own threads, above ``BUSY_FRACTION`` of the cores. None on a quiet machine."""
+    others = max(before[0], after[0] - own_threads)
+    if others <= BUSY_FRACTION * cores:
+        return None
+    return (f"**Warning: the machine was busy** (1-minute load average {before[0]:.1f} before, "
+            f"{after[0]:.1f} after, on {cores} cores; this run adds about {own_threads}). Other jobs share "
+            "the cores: wall times are inflated and noisy, CPU times less so (but caches and memory "
+            "bandwidth are shared too). Rerun on a quiet machine for figures to quote.")
+
+
+# ---- timing -----------------------------------------------------------------------------------------
+def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> Timing:
+    """One warm-up run of ``fn()`` (lazy initialisation, allocator, cuDNN autotuning), then ``repeat``
+    timed runs; the same for every side of every comparison."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    if warmup:
-        fn()
+    fn()
     walls, cpus = [], []
     for _ in range(repeat):
         sync()
@@ -110,7 +180,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int, warmup: b
         sync()
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
-    return Timing(statistics.median(walls), statistics.median(cpus))
+    return Timing(tuple(walls), tuple(cpus))
 
 
 def build_model(arch: str, seed: int, device: torch.device) -> nn.Module:
@@ -118,12 +188,45 @@ def build_model(arch: str, seed: int, device: torch.device) -> nn.Module:
     return getattr(torchvision.models, arch)(weights=None).eval().to(device)
 
 
-def make_method(name: str, model: nn.Module, layer: str, shap_orderings: int, seed: int) -> cc.BaseCAM:
-    if name == "SHAP-CAM":
-        return cc.METHODS[name](model, layer, n_orderings=shap_orderings, seed=seed)
-    return cc.METHODS[name](model, layer)
+def frozen(model: nn.Module) -> nn.Module:
+    """A copy with every parameter's ``requires_grad`` off (the equal-settings rows, both sides)."""
+    return copy.deepcopy(model).requires_grad_(False)
 
 
+class Generic(nn.Module):
+    """Wraps a head so that it is not a plain Sequential: our methods take their generic path (no
+    first-Linear shortcut), evaluating the whole head on every changed activation set."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.head(a)
+
+
+def first_maps(cls: type[cc.BaseCAM], m: int | None) -> type[cc.BaseCAM]:
+    """``cls`` scoring only the first ``m`` maps (the others get alpha 0): per-map cost times ``m``."""
+    if m is None:
+        return cls
+
+    class FirstMaps(cls):  # type: ignore[misc, valid-type]
+        def coefficients(self, ctx: CAMContext) -> Tensor:
+            k = ctx.activations.shape[1]
+            alpha = super().coefficients(dataclasses.replace(ctx, activations=ctx.activations[:, :m]))
+            return torch.cat([alpha, alpha.new_zeros(alpha.shape[0], k - alpha.shape[1])], dim=1)
+
+    return FirstMaps
+
+
+def method_settings(cls: type[cc.BaseCAM], args: argparse.Namespace) -> dict[str, object]:
+    """Small settings for the stochastic methods, whichever of them the class takes."""
+    small = {"n_orderings": args.shap_orderings, "n_samples": args.samples, "seed": args.seed}
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in small.items() if k in params}
+
+
+# ---- our methods --------------------------------------------------------------------------------------
 def bench_ours(args, arch, model, x, device) -> tuple[list[dict], dict[str, Timing]]:
     """Per-image time of each of our methods: table rows and {name: Timing per image}."""
     layer = LAYERS[arch]
@@ -131,98 +234,225 @@ def bench_ours(args, arch, model, x, device) -> tuple[list[dict], dict[str, Timi
     unknown = [n for n in names if n not in cc.METHODS]
     if unknown:
         raise SystemExit(f"unknown method(s) {unknown}; available: {', '.join(cc.METHODS)}")
-    if "Grad-CAM" not in names:
-        names = ["Grad-CAM", *names]
+    names = ["Grad-CAM", *[n for n in names if n != "Grad-CAM"]]
     per_image: dict[str, Timing] = {}
     rows = []
     for name in names:
-        if name == "CAM" and arch != "resnet50":
-            continue  # CAM needs a global-average-pool + linear head
-        method = make_method(name, model, layer, args.shap_orderings, args.seed)
+        cls = cc.METHODS[name]
         slow = name in PER_MAP_FULL_MODEL
+        if slow:
+            cls = first_maps(cls, args.maps)
+        settings = method_settings(cc.METHODS[name], args)
         xs = x[: args.baseline_images] if slow else x
-        t = timed(lambda m=method, xs=xs: m(xs), device, 1 if slow else args.repeat, warmup=not slow)
+        try:
+            method = cls(model, layer, **settings)
+            t = timed(lambda m=method, xs=xs: m(xs), device, args.repeat)
+        except ValueError as err:  # e.g. CAM needs a global-average-pool + linear head
+            reason = str(err).split(";")[0].split(". ")[0]
+            rows.append({"method": name, "images": 0, "t": None, "note": f"not applicable: {reason}"})
+            print(f"  {arch:9s} {name:14s} not applicable", flush=True)
+            continue
         per_image[name] = t.per(len(xs))
-        note = f"P = {args.shap_orderings} orderings" if name == "SHAP-CAM" else ""
+        note = ", ".join(f"{k} = {v}" for k, v in settings.items() if k != "seed")
+        if slow and args.maps is not None:
+            note = ", ".join(filter(None, [note, f"first {args.maps} maps"]))
         rows.append({"method": name, "images": len(xs), "t": per_image[name], "note": note})
-        print(f"  {arch:9s} {name:13s} {per_image[name]} s/image", flush=True)
+        print(f"  {arch:9s} {name:14s} {per_image[name]} s/image", flush=True)
     for row in rows:
-        row["ratio"] = ratio(row["t"], per_image["Grad-CAM"])
+        row["ratio"] = ratio(row["t"], per_image["Grad-CAM"]) if row["t"] is not None else "-"
     return rows, per_image
 
 
-def bench_pytorch_grad_cam(args, arch, model, x, device, target) -> dict[str, tuple[int, Timing]]:
-    """pytorch-grad-cam's Grad-CAM (whole batch), Score-CAM and Ablation-CAM (baseline images)."""
-    from pytorch_grad_cam import AblationCAM, GradCAM, ScoreCAM
+# ---- comparisons ----------------------------------------------------------------------------------------
+class Row(NamedTuple):
+    comparison: str
+    setting: str  # "equal" | "best" | another label
+    how: str  # what each side ran
+    ours: Timing  # per image (per ordering per image for SHAP-CAM)
+    theirs: Timing
+
+
+def _their_cam(cls, model: nn.Module, layer: str, **kw):
+    cam = cls(model, [dict(model.named_modules())[layer]], **kw)
+    return cam
+
+
+def compare_grad_cam(args, arch, model, x, device, target, ours_best: Timing) -> list[Row]:
+    from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    chosen = args.methods.split(",") if args.methods else None
-    out = {}
-    for name, cls, n in [("Grad-CAM", GradCAM, len(x)), ("Score-CAM", ScoreCAM, args.baseline_images),
-                         ("Ablation-CAM", AblationCAM, args.baseline_images)]:
-        if chosen and name not in chosen and name != "Grad-CAM":
-            continue
-        twin = copy.deepcopy(model)  # it calls model.eval() and swaps layers: its own copy
-        cam = cls(twin, [dict(twin.named_modules())[LAYERS[arch]]])
-        if name == "Score-CAM":
-            cam.batch_size = 64  # its default is 16; give it the same batching as ours
-        targets = [ClassifierOutputTarget(int(t)) for t in target[:n]]
-        cheap = name == "Grad-CAM"
-        run_cam = lambda c=cam, xs=x[:n], t=targets: c(xs, targets=t)
-        out[name] = (n, timed(run_cam, device, args.repeat if cheap else 1, warmup=cheap).per(n))
+    layer, n = LAYERS[arch], len(x)
+    targets = [ClassifierOutputTarget(int(t)) for t in target]
+    ice = frozen(model)
+    ours_frozen = cc.GradCAM(ice, layer)
+    ours_eq = timed(lambda: ours_frozen(x, target), device, args.repeat).per(n)
+    times = {}
+    for label, twin in (("frozen", frozen(model)), ("as usually called", copy.deepcopy(model))):
+        # with every parameter frozen the layer's output needs a grad path: compute_input_gradient=True
+        cam = _their_cam(GradCAM, twin, layer)
+        cam.compute_input_gradient = label == "frozen"
+        times[label] = timed(lambda c=cam: c(x, targets=targets), device, args.repeat).per(n)
         cam.activations_and_grads.release()
-        print(f"  {arch:9s} pytorch-grad-cam {name:13s} {out[name][1]} s/image", flush=True)
-        del twin, cam
-    return out
+    how_eq = (f"both: {n} images per call, frozen parameters (pytorch-grad-cam then needs "
+              "compute_input_gradient=True: it back-propagates to the input, without weight gradients)")
+    return [
+        Row("Grad-CAM", "equal", how_eq, ours_eq, times["frozen"]),
+        Row("Grad-CAM", "best", "ours: the methods table's run; pytorch-grad-cam: the equal row's run "
+            "(frozen parameters, its fastest)",
+            ours_best, times["frozen"]),
+        Row("Grad-CAM", "pytorch-grad-cam as usually called",
+            "ours: the methods table's run; pytorch-grad-cam: parameters require grad (it back-propagates "
+            "into every weight)", ours_best, times["as usually called"]),
+    ]
 
 
-def bench_shap(args, arch, model, x, device) -> tuple[Timing, Timing, int] | None:
-    """Seconds per ordering per image on the head: ours, Captum's, and Captum's image count."""
-    if "SHAP-CAM" not in cc.METHODS:
-        return None
+def compare_ablation(args, arch, model, x, device, target) -> list[Row]:
+    import numpy as np
+    from pytorch_grad_cam import AblationCAM
+    from pytorch_grad_cam.ablation_layer import AblationLayer
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class FirstMapsAblationLayer(AblationLayer):
+        """pytorch-grad-cam's ablation layer, ablating only the first ``m`` maps (--maps)."""
+
+        def __init__(self, m: int | None) -> None:
+            super().__init__()
+            self.m = m
+
+        def activations_to_be_ablated(self, activations, ratio_channels_to_ablate=1.0):
+            k = activations.shape[0]
+            self.indices = np.int32(range(min(self.m or k, k)))
+            return self.indices
+
+    layer, n = LAYERS[arch], args.baseline_images
+    xs, ts = x[:n], target[:n]
+    targets = [ClassifierOutputTarget(int(t)) for t in ts]
+    ice = frozen(model)
+    body, head = cc.split_model(ice, layer)
+    generic = first_maps(cc.AblationCAM, args.maps)(ice, layer, split=(body, Generic(head)),
+                                                    batch_size=EQUAL_BATCH["Ablation-CAM"])
+    ours_eq = timed(lambda: generic(xs, ts), device, args.repeat).per(n)
+    best = cc.AblationCAM(model, layer)
+    ours_best = timed(lambda: best(xs, ts), device, args.repeat).per(n)
+    twin = frozen(model)
+    cam = _their_cam(AblationCAM, twin, layer, ablation_layer=FirstMapsAblationLayer(args.maps),
+                     batch_size=EQUAL_BATCH["Ablation-CAM"])
+    theirs = timed(lambda: cam(xs, targets=targets), device, args.repeat).per(n)
+    cam.activations_and_grads.release()
+    maps = "all maps" if args.maps is None else f"the first {args.maps} maps"
+    return [
+        Row("Ablation-CAM", "equal",
+            f"both: {n} image(s), batch {EQUAL_BATCH['Ablation-CAM']}, frozen parameters; ours: the whole "
+            f"head per ablated map (no first-Linear shortcut); pytorch-grad-cam: the whole model per map; "
+            f"both on {maps}",
+            ours_eq, theirs),
+        Row("Ablation-CAM", "best",
+            f"ours: defaults (batch 64, first-Linear shortcut); pytorch-grad-cam: its default batch "
+            f"{THEIR_BEST_BATCH['Ablation-CAM']} (the equal row's run), frozen parameters, {maps}"
+            + ("" if args.maps is None else "; ours on all maps, so the speed-up is a lower bound"),
+            ours_best, theirs),
+    ]
+
+
+def compare_score(args, arch, model, x, device, target, ours_best: Timing | None) -> list[Row]:
+    from pytorch_grad_cam import ScoreCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class FirstMapsScoreCAM(ScoreCAM):
+        """pytorch-grad-cam's Score-CAM scoring only the first ``m`` maps (--maps); the others get 0."""
+
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+            k = activations.shape[1]
+            w = super().get_cam_weights(input_tensor, target_layer, targets, activations[:, : args.maps],
+                                        grads)
+            return np.concatenate([w, np.zeros((w.shape[0], k - w.shape[1]), dtype=w.dtype)], axis=1)
+
+    import numpy as np
+
+    layer, n = LAYERS[arch], args.baseline_images
+    xs, ts = x[:n], target[:n]
+    targets = [ClassifierOutputTarget(int(t)) for t in ts]
+    ours_cls = first_maps(cc.ScoreCAM, args.maps)
+    ice = frozen(model)
+    ours_frozen = ours_cls(ice, layer, batch_size=EQUAL_BATCH["Score-CAM"])
+    ours_eq = timed(lambda: ours_frozen(xs, ts), device, args.repeat).per(n)
+    if ours_best is None:
+        ours_default = ours_cls(model, layer)
+        ours_best = timed(lambda: ours_default(xs, ts), device, args.repeat).per(n)
+    theirs = {}
+    for label, batch in (("equal", EQUAL_BATCH["Score-CAM"]), ("best", THEIR_BEST_BATCH["Score-CAM"])):
+        twin = frozen(model)
+        cam = _their_cam(FirstMapsScoreCAM if args.maps is not None else ScoreCAM, twin, layer)
+        cam.batch_size = batch
+        theirs[label] = timed(lambda c=cam: c(xs, targets=targets), device, args.repeat).per(n)
+        cam.activations_and_grads.release()
+    maps = "all maps" if args.maps is None else f"the first {args.maps} maps"
+    return [
+        Row("Score-CAM", "equal", f"both: {n} image(s), batch {EQUAL_BATCH['Score-CAM']}, frozen parameters, "
+            f"{maps}", ours_eq, theirs["equal"]),
+        Row("Score-CAM", "best", f"ours: defaults (batch 64, the methods table's run); pytorch-grad-cam: its "
+            f"default batch {THEIR_BEST_BATCH['Score-CAM']}, frozen parameters; {maps}", ours_best,
+            theirs["best"]),
+    ]
+
+
+def compare_shap(args, arch, model, x, device) -> list[Row]:
+    """Seconds per ordering per image on the head: ours (cc.shapley.permutation) and Captum's sampler."""
     from captum.attr import ShapleyValueSampling
 
-    body, head = cc.split_model(model, LAYERS[arch])
+    ice = frozen(model)
+    body, head = cc.split_model(ice, LAYERS[arch])
     with torch.no_grad():
         a = body(x)  # (N, K, h, w)
         target = head(a).argmax(1)
-    n, k = a.shape[:2]
-    p_ours = args.shap_orderings
-    ours = timed(lambda: cc.shapley.permutation(head, a, target, p_ours, seed=args.seed), device, args.repeat)
-    n_captum = args.baseline_images
+    k = a.shape[1]
+    n = args.baseline_images
     p_captum = args.captum_orderings or (5 if device.type == "cuda" else 1)
     mask = torch.arange(k, device=device).view(1, k, 1, 1).repeat(1, 1, *a.shape[2:])  # one group per map
 
-    def captum_run() -> None:
-        with torch.no_grad():
-            ShapleyValueSampling(head).attribute(a[:n_captum], target=target[:n_captum], feature_mask=mask,
-                                                 n_samples=p_captum, perturbations_per_eval=64)
+    def captum(ppe: int) -> Callable[[], object]:
+        def run() -> None:
+            with torch.no_grad():
+                ShapleyValueSampling(head).attribute(a[:n], target=target[:n], feature_mask=mask,
+                                                     n_samples=p_captum, perturbations_per_eval=ppe)
+        return run
 
-    theirs = timed(captum_run, device, 1, warmup=False)
-    return ours.per(p_ours * n), theirs.per(p_captum * n_captum), n_captum
+    eq = EQUAL_BATCH["SHAP-CAM"]
+    ours_eq = timed(lambda: cc.shapley.permutation(head, a[:n], target[:n], p_captum, seed=args.seed,
+                                                   batch_size=eq * n, fast=False), device, args.repeat)
+    theirs_eq = timed(captum(eq), device, args.repeat)
+    p = args.shap_orderings
+    ours_best = timed(lambda: cc.shapley.permutation(head, a, target, p, seed=args.seed), device, args.repeat)
+    theirs_best = timed(captum(CAPTUM_BEST_PPE), device, args.repeat)
+    fast = cc.shapley.first_linear_terms(head, a[:1], target[:1]) is not None
+    return [
+        Row("SHAP-CAM per ordering", "equal",
+            f"both: {n} image(s), {p_captum} ordering(s), {eq} coalitions per forward, generic (the whole "
+            "head per coalition), frozen parameters", ours_eq.per(p_captum * n), theirs_eq.per(p_captum * n)),
+        Row("SHAP-CAM per ordering", "best",
+            f"ours: defaults ({len(x)} images, {p} orderings, 1,024 rows per forward"
+            f"{', first-Linear shortcut' if fast else ''}); Captum: {n} image(s), {p_captum} ordering(s), "
+            f"perturbations_per_eval {CAPTUM_BEST_PPE}", ours_best.per(p * len(x)),
+            theirs_best.per(p_captum * n)),
+    ]
+
+
+# ---- the report ---------------------------------------------------------------------------------------
+def _loadavg() -> tuple[float, float, float]:
+    return os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
 
 
 def run(args: argparse.Namespace) -> str:
+    load_before = _loadavg()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = cc.resolve_device(args.device)
     if args.baseline_images is None:
         args.baseline_images = args.batch if device.type == "cuda" else 1
     args.baseline_images = max(1, min(args.baseline_images, args.batch))
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
-    dev_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                else f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
-    lines = [
-        "# cam_core speed benchmark",
-        "",
-        f"`{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}` on {dev_name}, torch {torch.__version__}, "
-        f"{platform.python_implementation()} {platform.python_version()}, "
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
-        f"{args.size} px, batch {args.batch}, random torchvision weights (seed {args.seed}); median of "
-        f"{args.repeat} run(s) after a warm-up run. Per-map full-model methods on {args.baseline_images} "
-        "image(s), compared per image. Times are wall seconds, and in brackets process CPU seconds "
-        "(less sensitive to other jobs on a shared CPU machine; on CUDA only the host's share).",
-        "",
-    ]
+    sections: list[str] = []
     checks: list[str] = []
     for arch in args.models.split(","):
         if arch not in LAYERS:
@@ -230,38 +460,99 @@ def run(args: argparse.Namespace) -> str:
         print(f"{arch} at {LAYERS[arch]} ...", flush=True)
         model = build_model(arch, args.seed, device)
         rows, ours = bench_ours(args, arch, model, x, device)
-        lines += [f"## {arch} (target layer `{LAYERS[arch]}`)", "",
-                  "| method | images | s / image | ratio to our Grad-CAM | note |", "|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['images']} | {r['t']} | {r['ratio']} | {r['note']} |" for r in rows]
-        lines.append("")
+        sections += [f"## {arch} (target layer `{LAYERS[arch]}`)", "",
+                     "Every registered method, seconds per image (median [min-max] of the repeats, wall and "
+                     "in brackets CPU), and its cost relative to our Grad-CAM in the same run.", "",
+                     "| method | images | s / image: wall (CPU) | cost / Grad-CAM: wall (CPU) | settings |",
+                     "|---|---|---|---|---|"]
+        sections += [f"| {r['method']} | {r['images']} | {r['t'] if r['t'] is not None else '-'} | "
+                     f"{r['ratio']} | {r['note']} |" for r in rows]
+        sections.append("")
         if "LIFT-CAM" in ours:
-            checks.append(f"{arch}: LIFT-CAM / Grad-CAM = {ratio(ours['LIFT-CAM'], ours['Grad-CAM'])} "
-                          f"(target {TARGETS['LIFT-CAM / Grad-CAM']})")
+            value = ours["LIFT-CAM"].cpu / ours["Grad-CAM"].cpu
+            shown = ratio(ours["LIFT-CAM"], ours["Grad-CAM"])
+            checks.append(_check(arch, "LIFT-CAM / Grad-CAM", shown, value))
         if not args.no_baselines:
             with torch.no_grad():
                 target = model(x).argmax(1)
-            theirs = bench_pytorch_grad_cam(args, arch, model, x, device, target)
-            lines += ["| method | ours, s / image | pytorch-grad-cam, s / image (images) | speed-up |",
-                      "|---|---|---|---|"]
-            for name, (n, t) in theirs.items():
-                if name in ours:
-                    lines.append(f"| {name} | {ours[name]} | {t} ({n}) | {ratio(t, ours[name])} |")
-                    key = f"{name}: pytorch-grad-cam / ours"
-                    if key in TARGETS:
-                        checks.append(f"{arch}: {key} = {ratio(t, ours[name])} (target {TARGETS[key]})")
-            lines.append("")
-            shap = bench_shap(args, arch, model, x, device)
-            if shap is not None:
-                o, c, nc = shap
-                lines += ["| SHAP-CAM, s per ordering per image | ours (cc.shapley.permutation) | "
-                          "Captum ShapleyValueSampling (images) | speed-up |", "|---|---|---|---|",
-                          f"| {arch} head | {o} | {c} ({nc}) | {ratio(c, o)} |", ""]
-                key = "SHAP-CAM per ordering: Captum / ours"
-                checks.append(f"{arch}: {key} = {ratio(c, o)} (target {TARGETS[key]})")
+            chosen = set(args.methods.split(",")) if args.methods else set(cc.METHODS)
+            cmp: list[Row] = []
+            failed: list[str] = []
+            for name in ("Grad-CAM", "Ablation-CAM", "Score-CAM", "SHAP-CAM"):
+                if name not in chosen and name != "Grad-CAM":
+                    continue
+                try:  # one failing comparison is reported, the others still run
+                    if name == "Grad-CAM":
+                        cmp += compare_grad_cam(args, arch, model, x, device, target, ours["Grad-CAM"])
+                    elif name == "Ablation-CAM":
+                        cmp += compare_ablation(args, arch, model, x, device, target)
+                    elif name == "Score-CAM":
+                        cmp += compare_score(args, arch, model, x, device, target, ours.get("Score-CAM"))
+                    else:
+                        cmp += compare_shap(args, arch, model, x, device)
+                except Exception as err:  # noqa: BLE001
+                    failed.append(f"- {name}: the comparison failed: {type(err).__name__}: {err}")
+                    print(failed[-1], flush=True)
+                for row in cmp[-3:]:
+                    print(f"  {arch:9s} {row.comparison} {row.setting}: ours {row.ours}, "
+                          f"theirs {row.theirs}", flush=True)
+            sections += ["Against pytorch-grad-cam (Grad-CAM, Ablation-CAM, Score-CAM) and Captum "
+                         "(SHAP-CAM): seconds per image (SHAP-CAM: per ordering per image), median "
+                         "[min-max], wall (CPU).", "",
+                         "| comparison | settings | ours | theirs | speed-up: theirs / ours, wall (CPU) | "
+                         "what ran |", "|---|---|---|---|---|---|"]
+            sections += [f"| {r.comparison} | {r.setting} | {r.ours} | {r.theirs} | "
+                         f"{ratio(r.theirs, r.ours)} | {r.how} |" for r in cmp]
+            sections += [*failed, ""]
+            for r in cmp:
+                key = f"{r.comparison.replace(' per ordering', '')}, {r.setting} settings"
+                name = {"Grad-CAM": "Grad-CAM", "Ablation-CAM": "Ablation-CAM", "Score-CAM": "Score-CAM"}.get(
+                    r.comparison, "SHAP-CAM per ordering")
+                other = "Captum" if r.comparison.startswith("SHAP") else "pytorch-grad-cam"
+                target_key = f"{name}, {r.setting} settings: {other} / ours"
+                value = r.theirs.cpu / r.ours.cpu
+                if target_key in TARGETS:
+                    checks.append(_check(arch, target_key, ratio(r.theirs, r.ours), value))
+                elif r.setting == "equal":
+                    shown = ratio(r.theirs, r.ours)
+                    checks.append(f"{arch}: {key}: {other} / ours = {shown} (reported as it is)")
         del model
-    lines += ["## Against the issue's targets (wall, and CPU in brackets)", ""]
-    lines += [f"- {c}" for c in checks] + [""]
-    return "\n".join(lines)
+    load_after = _loadavg()
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    dev_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                else f"CPU ({cores} cores, {torch.get_num_threads()} torch threads)")
+    maps = ("all maps" if args.maps is None else
+            f"only the first {args.maps} maps of K (512 on VGG16, 2,048 on ResNet50; `--maps {args.maps}`, "
+            "to fit a busy machine: a full map set costs about K / M times as much, and the ratios of the "
+            "per-map methods do not depend on M)")
+    header = [
+        "# cam_core speed benchmark", "",
+        f"`{' '.join(['bench/run.py', *sys.argv[1:]])}` on {dev_name}, torch {torch.__version__}, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC. "
+        f"{args.size} px, batch {args.batch}, random torchvision weights (seed {args.seed}). Every timing, "
+        f"on every side: one warm-up run, then {args.repeat} timed run(s), reported as median [min-max]. "
+        "Times are wall seconds, in brackets process CPU seconds (all threads; the steadier of the two on "
+        "a shared CPU machine; on CUDA only the host's share). Per-map full-model runs (our Score-CAM, "
+        f"pytorch-grad-cam's Score-CAM and Ablation-CAM) on {args.baseline_images} image(s) and {maps}.",
+        "",
+        f"Load average (1, 5, 15 min): {', '.join(f'{v:.2f}' for v in load_before)} before, "
+        f"{', '.join(f'{v:.2f}' for v in load_after)} after.",
+        "",
+    ]
+    warning = load_warning(load_before, load_after, cores, threads)
+    if warning:
+        header += [warning, ""]
+    footer = ["## Against the project's targets (CPU-time ratios decide; wall in the first figure)", ""]
+    footer += [f"- {c}" for c in checks] + [""]
+    return "\n".join(header + sections + footer)
+
+
+def _check(arch: str, key: str, shown: str, value: float) -> str:
+    target = TARGETS[key]
+    verdict = "met" if meets(value, target) else "NOT met"
+    return f"{arch}: {key} = {shown} (target {target[0]} {target[1]:g}: {verdict})"
 
 
 def main(argv: list[str] | None = None) -> None:
