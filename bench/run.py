@@ -62,7 +62,8 @@ EQUAL_BATCH = {"Ablation-CAM": 32, "Score-CAM": 64, "SHAP-CAM": 64}
 #: pytorch-grad-cam at its best: its defaults (Score-CAM batch 16, Ablation-CAM batch 32), frozen weights
 THEIR_BEST_BATCH = {"Ablation-CAM": 32, "Score-CAM": 16}
 #: Captum's ShapleyValueSampling at its best: perturbations per forward, the fastest of 64 / 256 / 1024 in
-#: one CPU run of one ordering (VGG16: 20.0 / 13.5 / 10.9 CPU s; ResNet50: 68 / 94 / - CPU s)
+#: one run each of one ordering on a busy 2-core machine (VGG16: 20.0 / 13.5 / 10.9 CPU s; ResNet50: 68 /
+#: 94 / - CPU s); a rough choice: in the recorded run 1024 was no faster than 64 on VGG16
 CAPTUM_BEST_PPE = {"vgg16": 1024, "resnet50": 64}
 #: a 1-minute load average above this fraction of the cores, from jobs other than this run, is "busy"
 BUSY_FRACTION = 0.25
