@@ -165,9 +165,20 @@ def cache_config(
     }
 
 
+def _key_text(value: Any) -> str:
+    """How a non-JSON value enters the cache key: a tensor by its dtype, shape and a hash of its
+    contents (``str`` abbreviates large tensors, so two different backgrounds could share a key)."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        t = t.float() if t.dtype == torch.bfloat16 else t  # numpy has no bfloat16
+        digest = hashlib.sha256(t.numpy().tobytes())
+        return f"tensor({t.dtype}, {tuple(t.shape)}, sha256={digest.hexdigest()[:16]})"
+    return str(value)
+
+
 def cache_key(config: dict) -> str:
     """A short stable hash of a run's configuration."""
-    blob = json.dumps(config, sort_keys=True, default=str)
+    blob = json.dumps(config, sort_keys=True, default=_key_text)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -322,3 +322,17 @@ def test_metric_names_are_case_insensitive_like_method_names():
 def test_activation_shape_is_the_target_layers_maps():
     """K, h, w at the target layer ("3": the ReLU after the 6-channel conv on 12x12 images)."""
     assert FakeBench().activation_shape() == (6, 12, 12)
+
+
+def test_cache_key_tells_tensors_apart_by_content():
+    """A tensor argument (DeepSHAP-CAM's ``background``) enters the key by its contents: ``str`` of a
+    large tensor is abbreviated, so two different backgrounds printed the same and shared a cache entry."""
+    from cam_core.evaluation import cache_key
+
+    a = torch.zeros(2000)
+    b = a.clone()
+    b[1000] = 1.0
+    assert str(a) == str(b)  # the abbreviation the old key relied on
+    key = lambda t: cache_key({"method_kwargs": {"DeepSHAP-CAM": {"background": t}}})
+    assert key(a) != key(b)
+    assert key(a) == key(a.clone())
