@@ -3,8 +3,10 @@ r"""Layer-wise relevance propagation through the head (LRP-epsilon; Bach et al.,
 ``lrp(head, A, target)`` returns the relevance ``R`` of every activation, ``(N, K, h, w)``, for the
 target logit: the output relevance is ``F^c(A)`` and it is passed down layer by layer with
 
-- the epsilon rule at every affine module (Linear, Conv, BatchNorm, average and max pools), output
-  ``z = W x + b``: ``R_x = x ⊙ W^T (R_z / (z + eps sign(z)))`` (``sign(0) = 1``);
+- the epsilon rule at every affine module (Linear, Conv, BatchNorm, average and max pools, and any
+  module registered as linear for DeepLIFT in :data:`cam_core.rescale.LINEAR_MODULES`, such as the VQA
+  model's question-gated ``FixedMultiply``), output ``z = W x + b``:
+  ``R_x = x ⊙ W^T (R_z / (z + eps sign(z)))`` (``sign(0) = 1``);
 - the identity rule at element-wise activations with ``g(0) = 0`` (ReLU, Tanh, ...): ``R_x = R_y``;
 - the chain rule at shape-only modules (Flatten, Dropout in eval mode, Identity) and at functional
   additions and reshapes (a residual sum splits relevance in proportion to its terms).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cam_core.deeplift_rules import LINEAR_MODULES
 from cam_core.runtime import eval_mode
 from cam_core.targets import as_target
 
@@ -77,12 +80,17 @@ class _PassRelevance(torch.autograd.Function):
         return torch.where(nz, grad * y / torch.where(nz, x, torch.ones_like(x)), 0.0), None
 
 
+def _is_affine(m: nn.Module) -> bool:
+    """The epsilon rule's modules: the built-in affine ones and those registered as linear for DeepLIFT."""
+    return isinstance(m, EPSILON_MODULES) or (type(m) in LINEAR_MODULES and not isinstance(m, PASS_MODULES))
+
+
 def _check_rules(head: nn.Module) -> None:
     known = EPSILON_MODULES + IDENTITY_MODULES + PASS_MODULES
     for name, m in head.named_modules():
         if next(m.children(), None) is not None:
             continue  # containers: their leaves carry the rules
-        if not isinstance(m, known):
+        if not (isinstance(m, known) or _is_affine(m)):
             raise ValueError(
                 f"LRP has no rule for {type(m).__name__} (at {name!r} in the head). Supported: affine "
                 "modules (epsilon rule), ReLU-like activations with g(0) = 0 (identity rule), Flatten/"
@@ -126,7 +134,7 @@ def lrp(
             if isinstance(m, IDENTITY_MODULES):
                 handles.append(m.register_forward_pre_hook(pre_hook))
                 handles.append(m.register_forward_hook(identity_hook))
-            elif isinstance(m, EPSILON_MODULES):
+            elif _is_affine(m):
                 handles.append(m.register_forward_hook(epsilon_hook))
         with eval_mode(head), torch.enable_grad():
             a_in = a.clone().requires_grad_(True)

@@ -96,6 +96,23 @@ def test_lrp_cam_conserves_the_logit_and_equals_lift_cam_on_a_bias_free_relu_hea
     torch.testing.assert_close(res.alpha, cc.LiftCAM(model, "1")(x).alpha, rtol=1e-4, atol=1e-6)
 
 
+def test_lrp_treats_a_module_registered_as_linear_for_deeplift_as_affine() -> None:
+    """The VQA head's question gate (``FixedMultiply``, registered in ``LINEAR_MODULES``) gets the
+    epsilon rule: on a bias-free ReLU head with the gate, relevance still sums to the logit and equals
+    DeepLIFT's (LIFT-CAM's) contributions."""
+    from cam_core.vqa.model import FixedMultiply
+
+    torch.manual_seed(0)
+    gate = FixedMultiply(torch.rand(2, 16) + 0.5)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 2 * 2, 16, bias=False), gate, nn.ReLU(),
+                         nn.Linear(16, 3, bias=False))
+    a = torch.rand(2, 4, 2, 2)
+    relevance, delta = lrp(head, a, 1, epsilon=1e-12, return_delta=True)
+    logit = head(a)[:, 1].detach()
+    assert delta.abs().max() < 1e-5 * logit.abs().max()
+    torch.testing.assert_close(relevance, cc.deeplift(head, a, 1), rtol=1e-4, atol=1e-6)
+
+
 def test_lrp_refuses_a_head_without_a_rule() -> None:
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3), nn.Sigmoid())
     with pytest.raises(ValueError, match="no rule for Sigmoid"):
