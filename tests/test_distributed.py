@@ -118,8 +118,12 @@ def test_a_worker_killed_mid_shard_loses_nothing(cluster, tmp_path):
 
 
 def test_an_interrupted_driver_resumes_from_the_cache(cluster, tmp_path, monkeypatch):
+    # 12 batches on 2 workers: when the first shard reports, at most the two running ones (and the two
+    # started as they freed up) can still finish, so work is always left (with 4 batches, a quiet
+    # machine finished every one before the interrupt landed)
+    run, n_batches = {**RUN, "n_images": 36}, 12
     cam, _ = counting_cam()
-    serial = evaluate(FakeBench(), methods=[cam], cache=None, **RUN)
+    serial = evaluate(FakeBench(n=36), methods=[cam], cache=None, **run)
     SlowCAM.LOG = str(tmp_path / "calls.log")
 
     class CtrlC:  # the progress bar: Ctrl-C arrives when the first shard is done
@@ -134,15 +138,15 @@ def test_an_interrupted_driver_resumes_from_the_cache(cluster, tmp_path, monkeyp
 
     monkeypatch.setattr(distributed, "_progress", CtrlC)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(FakeBench(), methods=[SlowCAM], cache=tmp_path, executor="ray", shard_size=3, **RUN)
+        evaluate(FakeBench(n=36), methods=[SlowCAM], cache=tmp_path, executor="ray", shard_size=3, **run)
     monkeypatch.undo()
     time.sleep(1.0)  # a cancelled shard already running may still finish its batch: both are fine
     folder = next(tmp_path.glob("fake_*"))
     done = len(list(folder.glob("batch_*.json")))
-    assert 1 <= done < 4
-    df = evaluate(FakeBench(), methods=[SlowCAM], cache=tmp_path, executor="ray", shard_size=3, **RUN)
+    assert 1 <= done < n_batches
+    df = evaluate(FakeBench(n=36), methods=[SlowCAM], cache=tmp_path, executor="ray", shard_size=3, **run)
     _same(df, serial)
-    assert sum(df.attrs["executor"]["computed"].values()) == 4 - done
+    assert sum(df.attrs["executor"]["computed"].values()) == n_batches - done
 
 
 def test_executor_arguments_are_checked(tmp_path, monkeypatch):
