@@ -13,20 +13,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torchvision
 from pytorch_grad_cam import EigenCAM, GradCAM, HiResCAM, LayerCAM, ShapleyCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+from test_methods_oracle import SAL_TOL, _model  # one seeded torchvision model helper for the oracle tests
 from torch import nn
 
 import cam_core as cc
-
-SAL_TOL = 1e-4
-
-
-def _model(arch: str) -> nn.Module:
-    torch.manual_seed(0)
-    return getattr(torchvision.models, arch)(weights=None).eval()
 
 
 @pytest.fixture(scope="module")
