@@ -282,6 +282,22 @@ def test_pointing_game_tolerance():
     assert math.isnan(M.pointing_game(s[:1], [torch.zeros(0, 4)]).item())
 
 
+def test_pointing_game_breaks_ties_in_the_seeded_order_not_at_the_top_left():
+    """A constant map's maximum is every pixel: raster order points it at the top-left corner (a box
+    there always "hits"); the seeded order points it where insertion/deletion's tie order starts."""
+    flat = torch.full((3, 8, 8), 0.5)
+    corner = [torch.tensor([[0.0, 0.0, 2.0, 2.0]])] * 3
+    assert M.pointing_game(flat, corner, tolerance=0.0, tie_seed=None).tolist() == [1.0] * 3
+    first = int(M.tie_order(64, 0)[0])
+    cell = torch.tensor([[first % 8, first // 8, first % 8 + 1, first // 8 + 1]], dtype=torch.float32)
+    assert M.pointing_game(flat, [cell] * 3, tolerance=0.0).tolist() == [1.0] * 3  # same point every image
+    s = torch.zeros(1, 8, 8)
+    s[0, 6, 1] = 1.0  # a unique maximum does not depend on the tie order
+    box = [torch.tensor([[1.0, 6.0, 2.0, 7.0]])]
+    assert M.pointing_game(s, box, tolerance=0.0, tie_seed=3).item() == M.pointing_game(s, box, tolerance=0.0,
+                                                                                         tie_seed=None).item() == 1.0
+
+
 # ---- similarity -----------------------------------------------------------------------------
 def test_cosine_similarity():
     g = torch.Generator().manual_seed(0)

@@ -193,9 +193,9 @@ def average_drop_in_deletion(original: Tensor, inverted: Tensor) -> Tensor:
 
 
 # ---- insertion / deletion -------------------------------------------------------------------------
-#: how :func:`pixel_ranks` breaks ties by default (part of the evaluation cache key: changing it
-#: changes insertion/deletion numbers)
-TIE_BREAK = "seeded-permutation-v1"
+#: how :func:`pixel_ranks` and the hit pointing game break ties by default (part of the evaluation cache
+#: key: changing it changes insertion/deletion and pointing numbers); v2: the pointing game too
+TIE_BREAK = "seeded-permutation-v2"
 
 
 def tie_order(n_pixels: int, seed: int | None = 0, device: torch.device | str = "cpu") -> Tensor:

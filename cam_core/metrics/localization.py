@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from cam_core.metrics.faithfulness import tie_order
+
 
 def boxes_mask(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     """Union of ``boxes`` (M, 4) as a bool mask (H, W); M = 0 gives an all-False mask."""
@@ -53,19 +55,24 @@ def default_tolerance(width: int) -> float:
     return 15.0 * width / 224.0
 
 
-def pointing_game(saliency: Tensor, boxes: Sequence[Tensor], tolerance: float | None = None) -> Tensor:
+def pointing_game(saliency: Tensor, boxes: Sequence[Tensor], tolerance: float | None = None,
+                  tie_seed: int | None = 0) -> Tensor:
     r"""Hit/miss pointing game (Zhang et al., 2016), per image: 1.0 when the saliency's maximum lies
     within ``tolerance`` pixels (Euclidean, from the pixel centre to the nearest box edge) of any of
     the image's ``boxes``, else 0.0; NaN when the image has no box.
 
     ``tolerance=None`` uses Zhang et al.'s 15 px at 224 px scaled to the map width
-    (:func:`default_tolerance`: 4.3 px at 64 px). The maximum is the first one in raster order.
+    (:func:`default_tolerance`: 4.3 px at 64 px). Ties for the maximum (a constant map, a 0/1 box)
+    are broken in the seeded random order of :func:`cam_core.metrics.tie_order` (the one insertion and
+    deletion use); ``tie_seed=None`` takes the first maximum in raster order, which points a constant
+    map at the top-left corner.
     """
     n, h, w = saliency.shape
     if len(boxes) != n:
         raise ValueError(f"boxes must hold one (M_i, 4) tensor per image: got {len(boxes)} for {n} images")
     tol = default_tolerance(w) if tolerance is None else float(tolerance)
-    flat_idx = saliency.flatten(1).argmax(dim=1)  # (N,) first maximum
+    key = tie_order(h * w, tie_seed, saliency.device)  # (P,) the order ties are resolved in
+    flat_idx = key[saliency.flatten(1)[:, key].argmax(dim=1)]  # (N,) first maximum in that order
     py = (flat_idx // w).float() + 0.5
     px = (flat_idx % w).float() + 0.5
     out = torch.full((n,), float("nan"), device=saliency.device)
