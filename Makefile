@@ -43,7 +43,7 @@ lint: $(STAMP)
 
 ## Train (or verify) the embedded benchmark's small CNNs; cached under data/.
 models: $(STAMP)
-	$(BIN)/python -m cam_core train --all
+	$(BIN)/python -m cam_core train --all --jobs 2
 
 ## The main job: train/load models, execute every chapter with papermill, build the HTML book.
 book: $(STAMP)

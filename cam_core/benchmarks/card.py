@@ -22,8 +22,8 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         f"{IMAGE_SIZE} x {IMAGE_SIZE} RGB; the models see it normalised with ImageNet's mean "
         f"{MEAN} and std {STD}, so a removed (black) pixel is `-mean/std` in their input, as for the "
         f"paper's torchvision models. An object is one of {len(CLASS_NAMES)} shape classes; its colour "
-        "(the farthest of 8 uniform draws from the colour underneath, so it stays visible), texture (solid, "
-        "stripes, checker), size, position and rotation (uniform over 360 degrees) are drawn independently "
+        "(the farthest of 8 uniform draws from the colour underneath, so it stays visible), texture (solid or "
+        "stripes), size, position and rotation (uniform over 360 degrees) are drawn independently "
         "of the class, so only the shape tells the class. Decoys are filled shapes drawn the same way that "
         f"are no class ({', '.join(f'`{d}`' for d in shapes.DECOY_NAMES)}: each resembles a class) and are "
         "never labelled. Backgrounds are smooth colour noise, stripes or colour blobs with pixel noise; "
@@ -53,12 +53,16 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         "",
         "`vgg`: conv-BN-ReLU blocks with max-pool, explained layer `features.14` (128 maps, 8 x 8), a 4 x 4 "
         "average pool (a 2 x 2 grid of positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC: a non-linear "
-        "head that reads every position of every map, as VGG16's (`shapes-single-vgg` is fine-tuned from "
-        "`shapes-multi-vgg`). `resnet`: residual blocks, explained layer `layer3` (64 maps, 8 x 8), global "
-        "average pool and one Linear layer (linear head). Both trained with "
-        "label smoothing, brightness/contrast jitter, rotations by 90 degrees and random smooth masks "
-        "toward black on half of each batch (`cam_core.benchmarks.augment`), so masked images are in "
-        "distribution.",
+        "head that reads every position of every map, as VGG16's. `resnet`: residual blocks, explained layer `layer3` (64 maps, 8 x 8), global "
+        "average pool and one Linear layer (linear head). Both trained with label smoothing, contrast "
+        "jitter, rotations by 90 degrees, and on a share of each batch a mask toward black of the kinds the "
+        "metrics apply (smooth, constant, random rectangle, per-pixel noise, an object's box kept or "
+        "removed; `cam_core.benchmarks.augment`), with a target that follows the evidence the mask left: "
+        "the label in proportion to the mean mask over the object's box, the rest spread over all classes. "
+        "So masked images are in distribution, and confidence drops with what is removed of the object, "
+        "not with how much of the image is black. Each architecture is trained from a random start on "
+        "`shapes-multi`; its `shapes-single` and `shapes-clutter` models are fine-tuned from that one "
+        "(`CONFIGS` in `cam_core/benchmarks/training.py`).",
         "",
         "| model | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) | threads "
         "| seed | torch | sha256 (state) |",
