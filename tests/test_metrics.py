@@ -294,8 +294,8 @@ def test_pointing_game_breaks_ties_in_the_seeded_order_not_at_the_top_left():
     s = torch.zeros(1, 8, 8)
     s[0, 6, 1] = 1.0  # a unique maximum does not depend on the tie order
     box = [torch.tensor([[1.0, 6.0, 2.0, 7.0]])]
-    assert M.pointing_game(s, box, tolerance=0.0, tie_seed=3).item() == M.pointing_game(s, box, tolerance=0.0,
-                                                                                         tie_seed=None).item() == 1.0
+    seeded = M.pointing_game(s, box, tolerance=0.0, tie_seed=3).item()
+    assert seeded == M.pointing_game(s, box, tolerance=0.0, tie_seed=None).item() == 1.0
 
 
 # ---- similarity -----------------------------------------------------------------------------

@@ -132,7 +132,8 @@ def test_training_is_deterministic_and_leaves_no_global_state(scratch):
 
 def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
     model, rec = training.train("shapes-single", "resnet", data_dir=scratch, n_train=64, max_steps=1,
-                                progress=False, evaluate=False, config=training.TrainConfig(epochs=1, batch_size=16))
+                                progress=False, evaluate=False,
+                                config=training.TrainConfig(epochs=1, batch_size=16))
     rec["score"] = 0.5
     training.save(model, rec, tmp_path, figure=False)
     manifest = json.loads((tmp_path / "models" / "manifest.json").read_text())
@@ -158,8 +159,9 @@ def test_parallel_trainings_each_keep_their_manifest_entry(tmp_path):
 def test_every_fine_tuned_model_starts_from_one_that_train_all_makes():
     for (variant, arch), cfg in training.CONFIGS.items():
         if cfg.init:
-            assert tuple(cfg.init.rsplit("-", 1)) in training.CONFIGS and cfg.init.endswith(arch), (variant, arch)
-            assert training.CONFIGS[tuple(cfg.init.rsplit("-", 1))].init is None  # one level: --jobs waits once
+            source = tuple(cfg.init.rsplit("-", 1))
+            assert source in training.CONFIGS and cfg.init.endswith(arch), (variant, arch)
+            assert training.CONFIGS[source].init is None  # one level: --jobs waits once
 
 
 def test_fine_tuning_starts_from_the_named_model(scratch, tmp_path):

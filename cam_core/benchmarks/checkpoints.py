@@ -56,7 +56,7 @@ def save_checkpoint(model: nn.Module, record: dict[str, Any], data_dir: Path) ->
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"state_dict": model.state_dict(), "record": record}, tmp)
     os.replace(tmp, path)
-    with manifest_lock(folder):  # trainings in parallel processes (`train --all --jobs 2`) each add their entry
+    with manifest_lock(folder):  # parallel trainings (`train --all --jobs 2`) each add their entry
         manifest = read_manifest(data_dir)
         manifest.setdefault("models", {})[f"{record['variant']}-{record['arch']}"] = record
         write_atomic(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
