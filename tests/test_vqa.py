@@ -233,6 +233,22 @@ def test_localization_summaries_agree_on_hand_made_rows():
         localization.single_object_summary(rows, types=("nearest",))
 
 
+def test_random_box_chance_is_the_mean_of_one_over_the_objects():
+    import pandas as pd
+
+    from cam_core.vqa import localization
+
+    class Scenes:  # scene i has i + 1 objects
+        def object_boxes(self, i):
+            return torch.zeros(i + 1, 4), torch.zeros(i + 1, dtype=torch.long)
+
+    rows = pd.DataFrame({"method": ["LIFT-CAM", "LIFT-CAM", "LIFT-CAM", "Grad-CAM"],
+                         "question_type": ["shape", "colour", "left", "shape"], "index": [0, 3, 1, 1]})
+    assert localization.random_box_chance(Scenes(), rows) == pytest.approx((1 / 1 + 1 / 4) / 2)
+    with pytest.raises(ValueError, match="no rows"):
+        localization.random_box_chance(Scenes(), rows, method="Score-CAM")
+
+
 def test_beats_others_is_computed_against_every_object(model):
     """The localization helper on a hand-made map: all energy on the referenced object's box."""
     from cam_core.vqa.localization import _beats_other_objects

@@ -122,6 +122,17 @@ def single_object_summary(
     return _aggregate(sel, ["method"], threshold)
 
 
+def random_box_chance(bench: Benchmark, df: pd.DataFrame, method: str = "LIFT-CAM",
+                      types: Sequence[str] = SINGLE_OBJECT_TYPES) -> float:
+    """Chance level of ``beats_others``: the probability that a box picked at random among a scene's
+    objects is the referenced one, i.e. the mean of ``1 / (objects in the scene)`` over ``method``'s
+    single-object questions (``types``) in ``df`` (rows with an ``index`` into ``bench``)."""
+    rows = df[(df["method"] == method) & df["question_type"].isin(list(types))]
+    if rows.empty:
+        raise ValueError(f"no rows for method {method!r} and question types {list(types)}")
+    return float(rows["index"].map(lambda i: 1 / len(bench.object_boxes(int(i))[0])).mean())
+
+
 def ideal_map_energy(bench: Benchmark, map_size: int, n: int | None = 256, seed: int = 0,
                      types: Sequence[str] = SINGLE_OBJECT_TYPES) -> float:
     """Mean energy share (in [0, 1]) inside the referenced box of the *ideal* map at ``map_size``:
