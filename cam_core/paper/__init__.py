@@ -1,7 +1,7 @@
 """The paper's Tables 1-6 as data, and the side-by-side comparison the book shows.
 
 Split by what each part is: :mod:`~cam_core.paper.tables` (the paper's numbers and captions),
-:mod:`~cam_core.paper.comparison` (paper | measured | difference, rankings, verdicts) and
+:mod:`~cam_core.paper.comparison` (paper | measured | difference, rankings) and
 :mod:`~cam_core.paper.styling` (how a comparison looks on a page). The chapters' other helpers
 live where they belong and are re-exported here under the names the chapters use:
 :mod:`cam_core.convergence` (Algorithm 1's error against P) and :mod:`cam_core.plotting`::
@@ -10,13 +10,13 @@ live where they belong and are re-exported here under the names the chapters use
     paper.table(3)                                  # Table 3, long format
     cmp = paper.compare(summary, table=3)           # paper | measured | difference per metric
     paper.style(cmp)                                # a pandas Styler: differences coloured, best bold
-    paper.verdict(cmp)                              # markdown: where the paper's ordering held
+    cc.claims.held(cc.evaluation.paired_table(df, ...))  # what held: paired, Holm-corrected tests
 """
 from __future__ import annotations
 
 from cam_core.convergence import convergence, loglog_slope, orderings_to_match
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.paper.comparison import compare, headline, kendall_tau, ranking, verdict
+from cam_core.paper.comparison import compare, kendall_tau, ranking
 from cam_core.paper.styling import style
 from cam_core.paper.tables import (
     CAPTIONS,
@@ -36,6 +36,6 @@ from cam_core.plotting import show_explanations as plot_maps
 
 __all__ = [
     "CAPTIONS", "COCO", "DATASETS", "DECIMALS", "HIGHER_IS_BETTER", "IMAGENET", "PAPER_COLUMN", "TABLES",
-    "VOC", "VQA", "compare", "convergence", "headline", "kendall_tau", "loglog_slope", "orderings_to_match",
-    "paper_column", "plot_convergence", "plot_maps", "ranking", "style", "table", "verdict",
+    "VOC", "VQA", "compare", "convergence", "kendall_tau", "loglog_slope", "orderings_to_match",
+    "paper_column", "plot_convergence", "plot_maps", "ranking", "style", "table",
 ]

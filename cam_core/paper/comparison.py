@@ -2,7 +2,8 @@
 
 The embedded benchmarks stand in for the paper's columns (``PAPER_COLUMN``): absolute numbers
 on a synthetic dataset are not expected to match ImageNet; the *ordering* of the methods is what
-can be compared, hence :func:`ranking`, :func:`verdict` and :func:`headline`.
+can be compared, hence :func:`ranking` (a description: what held is said by paired,
+Holm-corrected tests in :mod:`cam_core.claims`, never by raw means).
 """
 from __future__ import annotations
 
@@ -163,55 +164,3 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     i, j = np.triu_indices(n, k=1)
     s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
     return float(s.sum() / len(s))
-
-
-def verdict(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
-    """Markdown sentences, computed from ``comparison``, on whether the paper's ordering held.
-
-    One line per (benchmark, metric): which method is best in the paper and here, where
-    ``method`` ranks, and the rank agreement (Kendall's tau) over the methods in both."""
-    rk = ranking(comparison, method)
-    if rk.empty:
-        return "_No measured numbers to compare._"
-    lines = []
-    for _, r in rk.iterrows():
-        rp, rm = r[f"{method} rank (paper)"], r[f"{method} rank (measured)"]
-        direction = "higher" if HIGHER_IS_BETTER.get(r.metric, True) else "lower"
-        where = f"**{r.metric}** ({direction} is better) on `{r.benchmark}` (paper: {r.dataset})"
-        if np.isnan(rm):
-            lines.append(f"- {where}: {method} was not measured; best here: {r.measured_best}.")
-            continue
-        if pd.isna(r.paper_best):
-            lines.append(f"- {where}: best here **{r.measured_best}**; {method} ranks {int(rm)}; "
-                         "not reported by the paper for this column.")
-            continue
-        same = r.measured_best == r.paper_best
-        held = "same as the paper" if same else f"the paper's best is {r.paper_best}"
-        tau = "n/a" if np.isnan(r.kendall_tau) else f"{r.kendall_tau:+.2f}"
-        paper_rank = "" if np.isnan(rp) else f" (in the paper: {int(rp)})"
-        lines.append(f"- {where}: best here **{r.measured_best}** ({held}); {method} ranks "
-                     f"{int(rm)} of {r.n_measured}{paper_rank}; rank agreement with the paper over "
-                     f"{r.n_both} methods, Kendall's tau = {tau}.")
-    return "\n".join(lines)
-
-
-def headline(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> str:
-    """One markdown sentence, computed from ``comparison``: on how many columns ``method`` is the best
-    (here and in the paper), how often it is in the top two, and the mean rank agreement."""
-    rk = ranking(comparison, method)
-    here = rk[rk[f"{method} rank (measured)"].notna()]
-    if here.empty:
-        return f"_{method} was not measured._"
-    n = len(here)
-    best = int((here["measured_best"] == method).sum())
-    top2 = int((here[f"{method} rank (measured)"] <= 2).sum())
-    with_paper = here[here["paper_best"].notna()]
-    text = f"{method} is the best method on {best} of {n} measured columns and in the top two on {top2}"
-    if len(with_paper):
-        paper_best = int((with_paper["paper_best"] == method).sum())
-        taus = with_paper["kendall_tau"].dropna()
-        text += (f"; on the {len(with_paper)} columns the paper reports, "
-                 f"it is the paper's best on {paper_best}")
-        if len(taus):
-            text += f", and the mean rank agreement with the paper is Kendall's tau = {taus.mean():+.2f}"
-    return text + "."
