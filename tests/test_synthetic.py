@@ -201,6 +201,21 @@ def test_cache_roundtrip(tmp_path):
     assert torch.equal(a.x, b.x) and torch.equal(a.boxes, b.boxes)
 
 
+def test_a_changed_spec_does_not_read_the_old_cache(tmp_path, monkeypatch):
+    """The cache file name carries a fingerprint of the variant's spec: changing what a variant draws (here
+    its grid) without bumping GENERATOR_VERSION generates new images instead of reading stale ones."""
+    import dataclasses
+
+    a = store.dataset("shapes-multi", "test", seed=0, n=4, data_dir=tmp_path)
+    before = generator.fingerprint("shapes-multi")
+    changed = dataclasses.replace(generator.VARIANTS["shapes-multi"], grid=2)
+    monkeypatch.setitem(generator.VARIANTS, "shapes-multi", changed)
+    assert generator.fingerprint("shapes-multi") != before
+    b = store.dataset("shapes-multi", "test", seed=0, n=4, data_dir=tmp_path)
+    assert not torch.equal(a.boxes, b.boxes)
+    assert len(list((tmp_path / "generated").glob("shapes-multi-test-n4-*.pt"))) == 2
+
+
 def test_preprocess_accepts_pil_and_uint8():
     from PIL import Image
 

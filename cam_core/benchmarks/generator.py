@@ -75,7 +75,7 @@ class VariantSpec:
 VARIANTS: dict[str, VariantSpec] = {
     "shapes-single": VariantSpec("shapes-single", "ImageNet", False, (1, 1), (1, 2), 2, (11.0, 14.0), (1, 3),
                                  0.4, n_train=12288, n_test=2048),
-    "shapes-multi": VariantSpec("shapes-multi", "VOC 2007", True, (2, 3), (1, 1), 2, (10.0, 13.0), (2, 4),
+    "shapes-multi": VariantSpec("shapes-multi", "VOC 2007", True, (2, 3), (1, 1), 3, (9.0, 10.2), (2, 4),
                                 0.5, n_train=12288, n_test=2048),
     "shapes-clutter": VariantSpec("shapes-clutter", "COCO 2014", True, (3, 4), (1, 2), 3, (8.5, 10.2), (4, 7),
                                   0.6, n_train=12288, n_test=2048),
@@ -89,6 +89,14 @@ def spec(variant: str) -> VariantSpec:
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     return VARIANTS[variant]
+
+
+def fingerprint(variant: str) -> str:
+    """8 hex digits of a SHA-256 of everything that decides ``variant``'s images (its spec, the image
+    size, the object textures, the generator version): the cache files carry it, so a changed spec
+    never reads images generated under the old one."""
+    key = f"{spec(variant)!r}/{IMAGE_SIZE}/{OBJECT_TEXTURES}/v{GENERATOR_VERSION}".encode()
+    return hashlib.sha256(key).hexdigest()[:8]
 
 
 def chunk_seed(variant: str, split: str, seed: int, chunk: int) -> int:

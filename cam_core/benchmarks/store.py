@@ -1,7 +1,7 @@
 """Where the embedded benchmark's files live, and the cache of its generated splits.
 
-``<data_dir>/generated/<variant>-<split>-n<n>-seed<seed>-v<version>.pt`` holds a split as uint8
-images with its annotations (written atomically; an unreadable file is regenerated, not trusted);
+``<data_dir>/generated/<variant>-<split>-n<n>-seed<seed>-v<version>-<fingerprint>.pt`` holds a split as
+uint8 images with its annotations (written atomically; an unreadable file is regenerated, not trusted);
 ``<data_dir>/models/`` holds the trained models (:mod:`cam_core.benchmarks.checkpoints`).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cam_core.benchmarks.generator import GENERATOR_VERSION, ShapesData, generate, spec
+from cam_core.benchmarks.generator import GENERATOR_VERSION, ShapesData, fingerprint, generate, spec
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def dataset(variant: str, split: str = "test", seed: int = 0, n: int | None = No
     if not cache:
         return generate(variant, n, seed, split)
     folder = resolve_data_dir(data_dir) / "generated"
-    path = folder / f"{variant}-{split}-n{n}-seed{seed}-v{GENERATOR_VERSION}.pt"
+    path = folder / f"{variant}-{split}-n{n}-seed{seed}-v{GENERATOR_VERSION}-{fingerprint(variant)}.pt"
     if path.exists():
         try:
             return ShapesData(**torch.load(path, weights_only=True))
