@@ -272,6 +272,18 @@ def test_energy_matches_quantus_relevance_mass_accuracy():
     assert ours.tolist() == pytest.approx(list(theirs), abs=1e-5)
 
 
+def test_box_masks_one_per_box_and_their_union():
+    """A pixel is in a box when its centre is: [1, 3) x [0, 2) covers columns 1-2 of rows 0-1."""
+    boxes = torch.tensor([[[1.0, 0.0, 3.0, 2.0], [0.0, 0.0, 0.0, 0.0]]])  # (1, 2, 4): a box, an empty slot
+    m = M.box_masks(boxes, (4, 4))
+    assert m.shape == (1, 2, 4, 4) and not m[0, 1].any()
+    assert m[0, 0].nonzero().tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]
+    rows, cols = M.box_spans(boxes, (4, 4))
+    assert rows[0, 0].tolist() == [True, True, False, False]
+    assert cols[0, 0].tolist() == [False, True, True, False]
+    assert torch.equal(M.boxes_mask(boxes[0], (4, 4)), m[0].any(0))
+
+
 def test_pointing_game_tolerance():
     s = torch.zeros(2, 10, 10)
     s[:, 5, 5] = 1.0  # centre (5.5, 5.5); nearest corner of the box (4, 4) is 2.12 px away

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cam_core.metrics.localization import box_masks, box_spans
+
 SCALES: tuple[int, ...] = (2, 3, 4, 6, 8)  # noise cells across the image
 MASK_KINDS: tuple[str, ...] = ("smooth", "constant", "rectangle", "pixels", "object")
 
@@ -71,10 +73,7 @@ def rectangle_masks(n: int, size: int, generator: torch.Generator) -> Tensor:
     x0 = torch.rand(n, generator=g) * (size - side[:, 0])
     y0 = torch.rand(n, generator=g) * (size - side[:, 1])
     inverted = torch.rand(n, generator=g) < 0.5
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    inside_x = (c[None] >= x0[:, None]) & (c[None] < (x0 + side[:, 0])[:, None])  # (n, size)
-    inside_y = (c[None] >= y0[:, None]) & (c[None] < (y0 + side[:, 1])[:, None])
-    inside = inside_y[:, :, None] & inside_x[:, None, :]  # (n, size, size)
+    inside = box_masks(torch.stack([x0, y0, x0 + side[:, 0], y0 + side[:, 1]], dim=1), (size, size))
     return (inside ^ inverted[:, None, None]).float()[:, None]
 
 
@@ -103,10 +102,7 @@ def object_masks(boxes: Tensor, size: int, generator: torch.Generator, margin: f
     box = box + torch.cat([-pad, -pad, pad, pad], dim=1)
     inverted = torch.rand(n, generator=g) < 0.5
     fallback = rectangle_masks(n, size, g)
-    c = torch.arange(size, dtype=torch.float32) + 0.5
-    inside_x = (c[None] >= box[:, 0:1]) & (c[None] < box[:, 2:3])
-    inside_y = (c[None] >= box[:, 1:2]) & (c[None] < box[:, 3:4])
-    inside = (inside_y[:, :, None] & inside_x[:, None, :]) ^ inverted[:, None, None]
+    inside = box_masks(box, (size, size)) ^ inverted[:, None, None]
     has = present.any(1)[:, None, None, None]
     return torch.where(has, inside.float()[:, None], fallback)
 
@@ -129,11 +125,7 @@ def random_masks(n: int, size: int, generator: torch.Generator, boxes: Tensor | 
 def box_evidence(mask: Tensor, boxes: Tensor) -> Tensor:
     """Mean of ``mask`` (B, 1, H, W) over each box ``boxes`` (B, M, 4) xyxy px -> (B, M) in [0, 1]
     (1 for an empty box)."""
-    _, _, h, w = mask.shape
-    c = torch.arange(h, dtype=mask.dtype) + 0.5
-    r = torch.arange(w, dtype=mask.dtype) + 0.5
-    in_y = (c[None, None] >= boxes[..., 1:2]) & (c[None, None] < boxes[..., 3:4])  # (B, M, H)
-    in_x = (r[None, None] >= boxes[..., 0:1]) & (r[None, None] < boxes[..., 2:3])  # (B, M, W)
+    in_y, in_x = box_spans(boxes, mask.shape[-2:])  # (B, M, H), (B, M, W)
     area = (in_y.sum(-1) * in_x.sum(-1)).to(mask.dtype)  # (B, M)
     total = torch.einsum("bmh,bhw,bmw->bm", in_y.to(mask.dtype), mask[:, 0], in_x.to(mask.dtype))
     return torch.where(area > 0, total / area.clamp(min=1), torch.ones_like(total))

@@ -27,6 +27,8 @@ from cam_core.metrics.faithfulness import (
 )
 from cam_core.metrics.localization import (
     batch_masks,
+    box_masks,
+    box_spans,
     boxes_mask,
     default_tolerance,
     energy_pointing_game,
@@ -53,6 +55,7 @@ __all__ = [
     "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
     "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tie_order", "TIE_BREAK",
     "tiled_target_softmax",
-    "batch_masks", "boxes_mask", "default_tolerance", "energy_pointing_game", "pointing_game",
+    "batch_masks", "box_masks", "box_spans", "boxes_mask", "default_tolerance", "energy_pointing_game",
+    "pointing_game",
     "cosine_similarity", "head_delta", "local_accuracy_error", "relative_error",
 ]

@@ -14,15 +14,28 @@ from torch import Tensor
 from cam_core.metrics.faithfulness import tie_order
 
 
-def boxes_mask(boxes: Tensor, size: tuple[int, int]) -> Tensor:
-    """Union of ``boxes`` (M, 4) as a bool mask (H, W); M = 0 gives an all-False mask."""
+def box_spans(boxes: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """Which rows and columns each box covers: ``boxes`` (..., 4) -> ``(rows (..., H), cols (..., W))``
+    bool, a pixel's centre ``(j + 0.5, i + 0.5)`` inside ``[x0, x1) x [y0, y1)``. The one definition of
+    "pixel in box" (the boxes' masks are their outer product, :func:`box_masks`)."""
     h, w = size
-    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32)
     ys = torch.arange(h, device=boxes.device, dtype=torch.float32) + 0.5  # (H,)
     xs = torch.arange(w, device=boxes.device, dtype=torch.float32) + 0.5  # (W,)
-    in_y = (ys[None, :] >= boxes[:, 1:2]) & (ys[None, :] < boxes[:, 3:4])  # (M, H)
-    in_x = (xs[None, :] >= boxes[:, 0:1]) & (xs[None, :] < boxes[:, 2:3])  # (M, W)
-    return (in_y[:, :, None] & in_x[:, None, :]).any(dim=0)  # (H, W)
+    rows = (ys >= boxes[..., 1:2]) & (ys < boxes[..., 3:4])  # (..., H)
+    cols = (xs >= boxes[..., 0:1]) & (xs < boxes[..., 2:3])  # (..., W)
+    return rows, cols
+
+
+def box_masks(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """One bool mask per box: ``boxes`` (..., 4) -> (..., H, W)."""
+    rows, cols = box_spans(boxes, size)
+    return rows[..., :, None] & cols[..., None, :]
+
+
+def boxes_mask(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """Union of ``boxes`` (M, 4) as a bool mask (H, W); M = 0 gives an all-False mask."""
+    return box_masks(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), size).any(dim=0)
 
 
 def batch_masks(boxes: Sequence[Tensor], size: tuple[int, int]) -> Tensor:
