@@ -259,6 +259,23 @@ def test_old_checkpoint_is_a_clear_error(tmp_path):
         cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
 
 
+def test_checkpoint_of_another_spec_is_a_clear_error(tmp_path):
+    """A checkpoint of the current versions whose images came from another spec of its variant (its record's
+    generator fingerprint differs: the spec changed without a version bump) is refused, naming the retrain."""
+    model = nets.build("resnet", 12)
+    rec = {"variant": "shapes-single", "arch": "resnet", "generator_version": generator.GENERATOR_VERSION,
+           "checkpoint_version": checkpoints.CHECKPOINT_VERSION, "generator_fingerprint": "0" * 8}
+    (tmp_path / "models").mkdir()
+    torch.save({"state_dict": model.state_dict(), "record": rec},
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+    with pytest.raises(checkpoints.CheckpointVersionError, match=r"other settings.*--arch resnet"):
+        cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
+    rec["generator_fingerprint"] = generator.fingerprint("shapes-single")
+    torch.save({"state_dict": model.state_dict(), "record": rec},
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+    assert cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu") is not None
+
+
 def test_vgg_deeplift_contributions_spread_over_the_active_positions():
     """The committed VGG-style model's head reads every position of a map: a map's DeepLIFT
     contributions (LIFT-CAM's, Eq. 7) are non-zero at most of its active positions (generator v2's

@@ -4,8 +4,10 @@
 the model was made (seed, schedule, timings, held-out scores, state hash) and for which
 versions: :data:`generator.GENERATOR_VERSION` (the images) and :data:`CHECKPOINT_VERSION` (the
 architectures of :mod:`cam_core.benchmarks.nets`). ``manifest.json`` collects every record.
-A checkpoint made for other versions is refused with :class:`CheckpointVersionError`, which says
-how to retrain (``python -m cam_core train --all`` or ``make models``).
+A checkpoint made for other versions, or on images of another spec of its variant (the record's
+``generator_fingerprint``, :func:`generator.fingerprint`), is refused with
+:class:`CheckpointVersionError`, which says how to retrain (``python -m cam_core train --all`` or
+``make models``).
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from cam_core.benchmarks import nets
-from cam_core.benchmarks.generator import CLASS_NAMES, GENERATOR_VERSION, IMAGE_SIZE
+from cam_core.benchmarks.generator import CLASS_NAMES, GENERATOR_VERSION, IMAGE_SIZE, fingerprint
 
 CHECKPOINT_VERSION = 3  # bump when nets' architectures change (v3: VGG16-like head, 128 maps, issue 11)
 RETRAIN = "`python -m cam_core train --all --jobs 2` (or `make models`; about 35 minutes on 2 CPU cores)"
@@ -95,6 +97,15 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             f"{RETRAIN}, "
             f"or one of them with `python -m cam_core train --benchmark {record.get('variant', '<variant>')} "
             f"--arch {record.get('arch', '<arch>')}`."
+        )
+    variant = record.get("variant")
+    if variant is not None and record.get("generator_fingerprint") != fingerprint(variant):
+        raise CheckpointVersionError(
+            f"{path} was trained on {variant} images generated with other settings (fingerprint "
+            f"{record.get('generator_fingerprint')}, this cam_core's: {fingerprint(variant)}): the variant's "
+            "spec changed without a new generator version, so the model does not match the images it would "
+            f"be scored on. Retrain it with `python -m cam_core train --benchmark {variant} --arch "
+            f"{record.get('arch', '<arch>')}`, or all of them with {RETRAIN}."
         )
     return ckpt
 

@@ -169,6 +169,7 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
         "params": sum(p.numel() for p in model.parameters()),
         "sha256": nets.state_dict_sha256(model),
         "generator_version": generator.GENERATOR_VERSION,
+        "generator_fingerprint": generator.fingerprint(variant),
         "checkpoint_version": checkpoints.CHECKPOINT_VERSION,
         "init_sha256": init_sha,
         "metric": "mAP" if spec.multilabel else "top-1",
@@ -227,7 +228,8 @@ def check(variant: str, arch: str, data_dir: Path, device: torch.device | str = 
         shutil.rmtree(tmp, ignore_errors=True)
     if new["sha256"] == rec["sha256"]:
         return True, f"{key}: bit-for-bit identical (sha256 {rec['sha256'][:16]})"
-    fields = ("torch", "device", "cpu", "processor", "generator_version", "checkpoint_version", "config")
+    fields = ("torch", "device", "cpu", "processor", "generator_version", "generator_fingerprint",
+              "checkpoint_version", "config")
     why = [f"{k}: recorded {rec.get(k)!r}, here {new.get(k)!r}" for k in fields if rec.get(k) != new.get(k)]
     reason = "; ".join(why) if why else ("same torch, device and settings, so the difference comes from the "
                                          "CPU's kernels (instruction set, oneDNN code path) or changed code")
