@@ -156,6 +156,18 @@ def test_parallel_trainings_each_keep_their_manifest_entry(tmp_path):
     assert sorted(checkpoints.read_manifest(tmp_path)["models"]) == sorted(f"v{i}-a" for i in range(12))
 
 
+def test_a_jobs_worker_writes_checkpoint_and_manifest_but_not_the_card(tmp_path, monkeypatch):
+    """``train --jobs N`` workers write their checkpoint and manifest entry; the card is written once, by the
+    parent, from the complete manifest (not by each worker, racing the others)."""
+    model = nets.build("resnet", 12)
+    rec = {"variant": "shapes-single", "arch": "resnet", "sha256": nets.state_dict_sha256(model)}
+    monkeypatch.setattr(training, "train", lambda *a, **k: (model, dict(rec)))
+    assert training._train_quietly("shapes-single", "resnet", tmp_path, 0, "cpu", 1) == rec
+    assert checkpoints.read_manifest(tmp_path)["models"]["shapes-single-resnet"] == rec
+    assert checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet").exists()
+    assert not (tmp_path / "models" / "CARD.md").exists()
+
+
 def test_every_fine_tuned_model_starts_from_one_that_train_all_makes():
     for (variant, arch), cfg in training.CONFIGS.items():
         if cfg.init:

@@ -291,19 +291,23 @@ def _report(rec: dict[str, Any], root: Path) -> None:
 
 def _train_quietly(variant: str, arch: str, root: Path, seed: int, device: str,
                    threads: int) -> dict[str, Any]:
-    return train_and_save(variant, arch, data_dir=root, seed=seed, device=device, threads=threads,
+    """One ``--jobs`` worker: train and write the checkpoint and manifest entry (the card is the parent's)."""
+    model, record = train(variant, arch, seed=seed, device=device, threads=threads, data_dir=root,
                           progress=False)
+    checkpoints.save_checkpoint(model, record, root)
+    return record
 
 
 def _run_parallel(todo: list[tuple[str, str]], root: Path, args: argparse.Namespace,
                   device: torch.device) -> int:
     """``train --jobs N``: up to N trainings at once in spawned processes; a model that starts from
-    another (``TrainConfig.init``) waits for it. The card is redrawn once at the end."""
+    another (``TrainConfig.init``) waits for it. The card is written once, at the end."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    for v, _ in todo:  # generate (and cache) the training images once, before the workers read them
-        store.dataset(v, "train", seed=0, data_dir=root)
+    for v in dict.fromkeys(v for v, _ in todo):  # generate (and cache) each variant's training images once,
+        store.dataset(v, "train", seed=0, data_dir=root)  # before the workers read them
+    planned = {f"{v}-{a}" for v, a in todo}
     done: set[str] = set()
     waiting = list(todo)
     running: dict[Any, str] = {}
@@ -312,8 +316,7 @@ def _run_parallel(todo: list[tuple[str, str]], root: Path, args: argparse.Namesp
         while waiting or running:
             for v, a in list(waiting):
                 init = CONFIGS[(v, a)].init
-                if len(running) < args.jobs and (init is None or init in done or init not in
-                                                 {f"{x}-{y}" for x, y in todo}):
+                if len(running) < args.jobs and (init is None or init in done or init not in planned):
                     waiting.remove((v, a))
                     print(f"{v}-{a}: training ...", flush=True)
                     fut = pool.submit(_train_quietly, v, a, root, args.seed, str(device), args.threads)
@@ -324,5 +327,5 @@ def _run_parallel(todo: list[tuple[str, str]], root: Path, args: argparse.Namesp
                 rec = fut.result()
                 done.add(key)
                 _report(rec, root)
-    card.write_card(root)  # once more, from the complete manifest (workers wrote it one model at a time)
+    card.write_card(root)
     return 0
