@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 #: the repository (the folder holding pyproject.toml above this package), or None for an installed copy
-REPO: Path | None = (Path(__file__).resolve().parents[1]
-                     if (Path(__file__).resolve().parents[1] / "pyproject.toml").is_file() else None)
+REPO: Path | None = (Path(__file__).resolve().parents[2]
+                     if (Path(__file__).resolve().parents[2] / "pyproject.toml").is_file() else None)
 #: where a chapter run interactively or as a scratch run keeps its results (relative to the repository)
 SCRATCH = Path("build") / "scratch" / "results"
 #: parameters every chapter declares and the book runner sets

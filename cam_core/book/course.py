@@ -69,7 +69,7 @@ def default_course_dir() -> Path:
     here = Path.cwd() / "course"
     if (here / CONFIG_FILE).is_file():
         return here
-    return Path(__file__).resolve().parents[1] / "course"
+    return Path(__file__).resolve().parents[2] / "course"
 
 
 def check_course_dir(course_dir: str | Path) -> Path:
