@@ -382,7 +382,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=_positive_int, default=1000,
                    help="images of the benchmark's seeded subset (1 .. the benchmark's size)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8: fast on a CPU)")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="images per batch (default 8: fast on a CPU)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted")
     p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes")
     p.add_argument("--method-kwargs", default=None, help='JSON, e.g. \'{"SHAP-CAM": {"n_orderings": 10}}\'')
@@ -399,23 +400,81 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="serial: this process; ray: shards of images as Ray tasks (needs '.[distributed]')")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to join: auto, HOST:6379 or ray://HOST:10001; default: a local one")
-    p.add_argument("--shard-size", type=int, default=None,
+    p.add_argument("--shard-size", type=_positive_int, default=None,
                    help="images per Ray task, in whole batches (default: one batch)")
     p.set_defaults(func=_main)
+
+
+def _check_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Refuse a bad argument before any model is loaded, in one line naming the valid values
+    (``SystemExit``); returns the parsed ``--method-kwargs``."""
+    from cam_core import benchmarks
+    from cam_core.runtime import resolve_device
+
+    def refuse(option: str, err: Any) -> SystemExit:
+        return SystemExit(f"evaluate: {option}: {err}")
+
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise refuse("--device", err) from None
+    names = benchmarks.available()
+    if args.benchmark not in names:
+        raise refuse("--benchmark", f"unknown benchmark {args.benchmark!r}; valid names: {', '.join(names)}")
+    try:
+        for m in args.methods or []:
+            _method_factory(m)
+    except ValueError as err:
+        raise refuse("--methods", err) from None
+    try:
+        _check_metrics(args.metrics or DEFAULT_METRICS)
+    except ValueError as err:
+        raise refuse("--metrics", err) from None
+    if args.executor != "ray" and (args.ray_address is not None or args.shard_size is not None):
+        raise refuse("--ray-address/--shard-size", "settings of the Ray executor: add --executor ray")
+    if not args.method_kwargs:
+        return None
+    try:
+        kwargs = json.loads(args.method_kwargs)
+    except json.JSONDecodeError as err:
+        example = '{"SHAP-CAM": {"n_orderings": 10}}'
+        raise refuse("--method-kwargs", f"not JSON ({err}); e.g. '{example}'") from None
+    if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
+        raise refuse("--method-kwargs", 'a JSON object of objects, {"METHOD": {"ARGUMENT": VALUE}}')
+    return kwargs
+
+
+def _summary_text(summary: pd.DataFrame) -> str:
+    """Methods x metrics, each cell ``"mean [low, high]"`` (the bootstrap interval), as printed text."""
+    import shutil
+
+    from cam_core.evaluation.statistics import with_ci
+
+    cells = summary.assign(cell=with_ci(summary["mean"], summary["ci_low"], summary["ci_high"], ".4g"))
+    table = cells.pivot(index="method", columns="metric", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(summary["method"])),
+                          columns=list(dict.fromkeys(summary["metric"]))).fillna("–")
+    table.index.name = table.columns.name = None
+    width = shutil.get_terminal_size((120, 24)).columns
+    with pd.option_context("display.width", width, "display.max_columns", None, "display.max_colwidth", 40):
+        return table.to_string()
 
 
 def _main(args: argparse.Namespace) -> int:
     from cam_core import benchmarks
     from cam_core.evaluation import results
 
+    method_kwargs = _check_args(args)
     kw = {"arch": args.arch} if args.arch else {}
-    bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    try:
+        bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"evaluate: --benchmark {args.benchmark}: {err}") from None
     try:
         _check_n_images(args.n_images, bench)
     except ValueError as err:
         raise SystemExit(f"evaluate: --n-images: {err}") from None
     cache: str | bool | None = {"auto": True, "none": None}.get(args.cache.lower(), args.cache)
-    method_kwargs = json.loads(args.method_kwargs) if args.method_kwargs else None
     t0 = time.perf_counter()
     df = evaluate(
         bench,
@@ -438,20 +497,18 @@ def _main(args: argparse.Namespace) -> int:
         Path(args.out)
         if args.out
         else results.path(f"evaluate_{bench.name}_{getattr(bench, 'arch', 'model')}")
-    )
+    ).resolve()
+    summary_out = out.with_suffix(".summary.csv")
     results.atomic_write(out, lambda p: df.to_csv(p, index=False))
-    summary = summarize(df, wide=True)
-    results.atomic_write(out.with_suffix(".summary.csv"), lambda p: summary.to_csv(p))
+    summary = summarize(df)  # long: method, metric, mean, ci_low, ci_high (95% bootstrap), n, n_nan
+    results.atomic_write(summary_out, lambda p: summary.to_csv(p, index=False))
     n = df["image"].nunique()
     print(
         f"{bench.name} ({getattr(bench, 'arch', '')}), {n} images, seed {args.seed}, target {args.target}, "
-        f"baseline {args.baseline}"
+        f"baseline {args.baseline}; mean [95% bootstrap interval over images]:"
     )
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
-        print(summary.to_string())
-    missing = summarize(df, ci=None)
-    missing = missing[missing["n_nan"] > 0]
-    for _, r in missing.iterrows():
+    print(_summary_text(summary))
+    for _, r in summary[summary["n_nan"] > 0].iterrows():
         print(
             f"  {r['method']} / {r['metric']}: {int(r['n_nan'])} of {n} images without a value "
             "(no box of the target class, or no head)"
@@ -459,5 +516,7 @@ def _main(args: argparse.Namespace) -> int:
     print("method time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in df.attrs["timings"].items()))
     if "executor" in df.attrs and args.no_progress:
         print(df.attrs["executor"]["log"])
-    print(f"wall time {wall:.1f} s; per-image values: {out}")
+    print(f"wall time {wall:.1f} s")
+    print(f"per-image values: {out}")
+    print(f"summary: {summary_out}")
     return 0
