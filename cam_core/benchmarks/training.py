@@ -260,14 +260,21 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from cam_core.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    root = store.resolve_data_dir(args.data_dir)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"train: --device: {err}") from None
+    for option, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value < 1:
+            raise SystemExit(f"train: {option} must be a positive integer, got {value}")
+    try:
+        root = store.resolve_data_dir(args.data_dir)
+    except ValueError as err:
+        raise SystemExit(f"train: --data-dir: {err}") from None
     variants = list(generator.VARIANTS) if args.all else [args.benchmark]
     archs = [args.arch] if args.arch else list(nets.ARCHS)
     todo = [(v, a) for v in variants for a in archs]
     todo.sort(key=lambda va: CONFIGS[va].init is not None)  # models others start from come first
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     failed = 0
     if args.jobs > 1 and not args.check:
         return _run_parallel(todo, root, args, device)
