@@ -9,7 +9,7 @@ live where they belong and are re-exported here under the names the chapters use
     from cam_core import paper
     paper.table(3)                                  # Table 3, long format
     cmp = paper.compare(summary, table=3)           # paper | measured | difference per metric
-    paper.style(cmp)                                # a pandas Styler: differences coloured, best bold
+    paper.style(cmp)                                # a pandas Styler: "mean [low, high]" cells, best bold
     cc.claims.held(cc.evaluation.paired_table(df, ...))  # what held: paired, Holm-corrected tests
 """
 from __future__ import annotations
