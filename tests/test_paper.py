@@ -156,6 +156,16 @@ def test_style_shows_intervals_in_one_cell_without_colours_and_bolds_best():
     assert paper.CAPTIONS[3] in html
 
 
+def test_paper_favours_reads_the_papers_means_in_each_metrics_direction():
+    assert paper.paper_favours(6, "LIFT-CAM", "Grad-CAM") == ["IC", "AD", "ADD"]  # AD: lower is better
+    assert paper.paper_favours(6, "Grad-CAM", "LIFT-CAM") == []
+    assert "IC" in paper.paper_favours(3, "LIFT-CAM", "Grad-CAM", dataset=paper.IMAGENET)
+    with pytest.raises(ValueError, match="pass dataset="):
+        paper.paper_favours(3, "LIFT-CAM", "Grad-CAM")
+    with pytest.raises(ValueError, match="has no Foo-CAM"):
+        paper.paper_favours(6, "Foo-CAM", "Grad-CAM")
+
+
 # ---- convergence helpers (chapters 01 and 02) -------------------------------------------------
 def test_convergence_of_a_known_estimator():
     import torch
