@@ -196,6 +196,18 @@ def test_pages_never_show_a_machines_path(tmp_path):
     assert shown == os.path.join("…", "book", "results") and str(tmp_path) not in shown
 
 
+def test_an_empty_note_shows_nothing(monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    chapter.show("")
+    chapter.show("  \n")
+    assert shown == []
+    chapter.show("> **Warning**")
+    assert [o.data for o in shown] == ["> **Warning**"]
+
+
 # ---- no warning noise from the kernels we start ---------------------------------------------------
 def test_kernels_run_over_unix_sockets():
     config = book.kernel_config()

@@ -173,6 +173,15 @@ def check_data(params: Mapping[str, Any], chapter: str = "the chapter") -> None:
                                  f"most {size} (or None for the chapter's default)")
 
 
+def show(markdown: str) -> None:
+    """Display ``markdown`` on the page, nothing when it is empty (``display(Markdown(""))`` puts the raw
+    ``<IPython.core.display.Markdown object>`` there): e.g. ``cc.chapter.show(cc.sanity.warning(summary))``."""
+    if markdown and markdown.strip():
+        from IPython.display import Markdown, display
+
+        display(Markdown(markdown))
+
+
 def check_images(benches: Any, **sizes: int | None) -> None:
     """Reject a size (``N_IMAGES=5000``) larger than a benchmark (one, or an iterable of them) holds."""
     for bench in ([benches] if hasattr(benches, "subset") else list(benches)):
