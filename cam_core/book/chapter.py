@@ -219,7 +219,9 @@ class Run:
 
     def describe(self) -> str:
         kind = "the book's results" if self.results == Path("results") else "a scratch folder"
-        return f"device {self.device}; results go to {shown_path(self.results)} ({kind})"
+        shown = shown_path(self.results)
+        where = ", in the repository" if not Path(shown).is_absolute() and not shown.startswith("…") else ""
+        return f"device {self.device}; results go to {shown} ({kind}{where})"
 
 
 def start(namespace: dict[str, Any], *, cpu: Mapping[str, Any] | None = None,
