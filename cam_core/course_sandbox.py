@@ -133,6 +133,9 @@ def require_bwrap() -> str:
         raise SandboxError("grading runs each submission in a bubblewrap sandbox, and bwrap is not installed: "
                            "apt-get install bubblewrap (make does it when run as root), or pass --no-sandbox "
                            "to grade without one (only for debugging your own notebooks)")
+    missing = [tool for tool in ("setpriv", "prlimit") if shutil.which(tool) is None]
+    if missing:
+        raise SandboxError(f"the sandbox needs {' and '.join(missing)} (Debian's util-linux): apt-get install util-linux")
     return path
 
 
@@ -149,9 +152,17 @@ def bwrap_command(inputs: Path, limits: Limits, package_dir: Path) -> list[str]:
     ro = {Path("/usr"), Path("/etc"), Path(sys.prefix), Path(sys.base_prefix), exe.parent}
     ro |= {Path(os.path.realpath(exe)).parent.parent}
     args = [require_bwrap(), "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-            # setpriv needs these to drop to nobody; they are gone (bounding set too) before any other code
-            "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    if os.geteuid() == 0:
+        # no user namespace, so that the submission's processes are the real user nobody (whose process
+        # limit the kernel enforces; root's it does not): setpriv needs these capabilities to drop to
+        # nobody, and they are gone (bounding set too) before any other code runs
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        drop = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
+                "--bounding-set=-all", "--no-new-privs", "--"]
+    else:  # an unprivileged instructor: a user namespace in which the submission is nobody
+        args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
+        drop = []
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         top = Path("/") / name
         if top.is_symlink():
@@ -176,9 +187,7 @@ def bwrap_command(inputs: Path, limits: Limits, package_dir: Path) -> list[str]:
              "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8",
              "--setenv", "PYTHONPATH", "/opt/cam_core", "--setenv", "MPLBACKEND", "Agg",
              "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "OMP_NUM_THREADS", "1",
-             "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all",
-             "--bounding-set=-all", "--no-new-privs", "--",
-             "prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
+             *drop, "prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
              f"--fsize={limits.file_bytes}", "--core=0", "--nofile=1024", "--",
              str(exe), "-I", "/opt/cam_core/cam_core/course_sandbox.py", "inside", "/in", "/assignment"]
     return args

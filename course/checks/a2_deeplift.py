@@ -3,7 +3,7 @@
 PROBES = {
     "test_rescale": """
 export(hand=rescale_multiplier(torch.tensor([2.0, -1.0, 3.0, 1.0, -0.5]), torch.tensor([1.0, -2.0, -1.0, 1.0, 0.5])))
-export(equal=rescale_multiplier(torch.tensor([-3.0, 2.0]), torch.tensor([-3.0, 2.0])),
+export(no_change=rescale_multiplier(torch.tensor([-3.0, 2.0]), torch.tensor([-3.0, 2.0])),
        zeros=rescale_multiplier(torch.zeros(3), torch.zeros(3)))
 torch.manual_seed(4)
 zz, zz0 = torch.randn(50), torch.randn(50)
