@@ -48,7 +48,7 @@ def _source(name: str) -> nbformat.NotebookNode:
 
 def _tree_hash(root: Path) -> str:
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(root)).encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -222,14 +222,13 @@ def _rows(proc: subprocess.CompletedProcess) -> dict[str, dict]:
     for row in rows:
         assert {"notebook", "student", "assignment", "score", "max_score", "failed", "messages"} <= set(row)
         assert row["score"] == row["max_score"] - sum(f["points"] for f in row["failed"])
-    return {Path(row["notebook"]).parent.name: row for row in rows}
+    return {f"{Path(row['notebook']).parent.name}/{Path(row['notebook']).stem}": row for row in rows}
 
 
-#: the secrets a hostile submission must not see: solution and hidden-test lines of a1, the gradebook's
-#: and the release record's signatures
-SECRETS = ["BEGIN HIDDEN TESTS", "BEGIN SOLUTION", "return G.mean(dim=(2, 3))",
-           "safe = torch.where(total != 0, total, torch.ones_like(total))",
-           "assert torch.allclose(G, g_ref, atol=1e-6)", "source_hash", "SQLite format 3"]
+#: what a hostile submission must not see: solution and hidden-test lines of a1, the gradebook's file header,
+#: the release record's reference values
+SECRETS = ["return G.mean(dim=(2, 3))", "safe = torch.where(total != 0, total, torch.ones_like(total))",
+           "assert torch.allclose(G, g_ref, atol=1e-6)", "SQLite format 3", '"reference": {"test_']
 DAEMON_MARK = "cam_core_hostile_daemon_7c1f"
 
 # Each hostile cell runs after the released a1's setup; none answers anything (the stubs stay).
@@ -247,7 +246,11 @@ for top in ["/", os.path.expanduser("~"), "..", "../..", "../../..", "/root", "/
                 text = open(path, "rb").read(1 << 20).decode("utf-8", "replace")
             except OSError:
                 continue
-            if any(s in text for s in ("BEGIN HIDDEN", "BEGIN SOLUTION", "source_hash", "SQLite format 3")):
+            # the secrets, spelled so that this cell's own source (in a traceback) does not contain them
+            needles = ["return G.mean" + "(dim=(2, 3))", "assert torch.allclose(G, g_ref" + ", atol=1e-6)",
+                       "SQLite " + "format 3", '"reference' + '": {"test_', "### BEGIN HIDDEN" + " TESTS\\n",
+                       "### BEGIN HIDDEN" + " TESTS\n", "### BEGIN SOL" + "UTION\n"]
+            if any(n in text for n in needles):
                 print("LEAK", path, text[:3000])
         if len(seen) > 50000:
             break
@@ -358,20 +361,20 @@ except RuntimeError as err:
 
 @pytest.fixture(scope="module")
 def a1(tmp_path_factory):
-    """a1 released; then in one ``grade`` call an honest full, an unanswered, a wrong submission and the
-    hostile battery, each in its own sandbox."""
+    """Every assignment released; then in one ``grade`` call the instructor's five notebooks, an unanswered
+    and a wrong a1 and the hostile battery (each in its own sandbox); then a later empty a1."""
     if not HAVE_BWRAP:
         pytest.skip("bubblewrap is not installed")
-    tmp = tmp_path_factory.mktemp("course_a1")
+    tmp = tmp_path_factory.mktemp("course")
     crs = _course_copy(tmp / "course")
     env = _env(tmp)
-    released = _cli(["release", "a1_gradcam", "--course", str(crs), "--out", str(tmp / "release")], env, tmp)
+    released = _cli(["release", "--course", str(crs), "--out", str(tmp / "release")], env, tmp)
     assert released.returncode == 0, released.stderr[-3000:]
     stub = tmp / "release/a1_gradcam/a1_gradcam.ipynb"
     sub = tmp / "submissions"
-    for who in ("alice", "empty"):
+    for who in ("instructor", "empty"):
         (sub / who).mkdir(parents=True)
-    alice = Path(shutil.copy(crs / "source/a1_gradcam/a1_gradcam.ipynb", sub / "alice"))
+    instructor = [Path(shutil.copy(crs / "source" / a / f"{a}.ipynb", sub / "instructor")) for a in ASSIGNMENTS]
     empty = Path(shutil.copy(stub, sub / "empty"))
     wrong = _edit(crs / "source/a1_gradcam/a1_gradcam.ipynb", sub / "wrong" / "a1_gradcam.ipynb",
                   "gradcam_alpha", "return G.mean(dim=(2, 3))", "return G.sum(dim=(2, 3))")
@@ -380,11 +383,11 @@ def a1(tmp_path_factory):
                for name, code in HOSTILE.items()}
     before = {"source": _tree_hash(crs / "source"), "checks": _tree_hash(crs / "checks"),
               "package": _tree_hash(REPO / "cam_core"), "record": _tree_hash(crs / "grader")}
-    graded = _cli(["grade", "--course", str(crs), "--json", "--timeout", "120",
-                   *map(str, [alice, empty, wrong, *hostile.values()])], env, tmp)
+    graded = _cli(["grade", "--course", str(crs), "--json", *map(str, [*instructor, empty, wrong, *hostile.values()])],
+                  env, tmp)
     later = _cli(["grade", "--course", str(crs), "--json", "--student", "later", str(stub)], env, tmp)
     return {"tmp": tmp, "course": crs, "release": tmp / "release", "graded": graded, "later": later,
-            "before": before, "hostile": hostile}
+            "before": before, "hostile": hostile, "instructor": instructor, "released": released}
 
 
 @needs_bwrap
@@ -413,20 +416,29 @@ def test_release_strips_solutions_and_hidden_tests_and_records_the_release(a1):
 
 
 @needs_bwrap
+def test_every_source_notebook_gets_full_marks_outside_pytest(a1):
+    """Through the CLI in a plain environment (no PYTEST_CURRENT_TEST): a5 included, run from its release."""
+    assert (a1["release"] / "a5_study/01_theory.ipynb").is_file()
+    rows = _rows(a1["graded"])
+    for name in ASSIGNMENTS:
+        row = rows[f"instructor/{name}"]
+        assert row["max_score"] > 0 and row["score"] == row["max_score"], (row, a1["graded"].stderr[-3000:])
+
+
+@needs_bwrap
 def test_honest_submissions_score_as_before(a1):
     rows = _rows(a1["graded"])
-    assert rows["alice"]["score"] == rows["alice"]["max_score"] == 7, (rows["alice"], a1["graded"].stderr[-2000:])
-    assert rows["empty"]["score"] == 0 and rows["empty"]["max_score"] == 7
-    assert all("NotImplementedError" in f["reason"] for f in rows["empty"]["failed"])
-    assert rows["wrong"]["score"] == 5  # only Grad-CAM's test (2 points) fails
-    assert [f["test"] for f in rows["wrong"]["failed"]] == ["test_gradcam"]
+    assert rows["empty/a1_gradcam"]["score"] == 0 and rows["empty/a1_gradcam"]["max_score"] == 7
+    assert all("NotImplementedError" in f["reason"] for f in rows["empty/a1_gradcam"]["failed"])
+    assert rows["wrong/a1_gradcam"]["score"] == 5  # only Grad-CAM's test (2 points) fails
+    assert [f["test"] for f in rows["wrong/a1_gradcam"]["failed"]] == ["test_gradcam"]
     assert "test_gradcam (2 points) failed" in a1["graded"].stderr
 
 
 @needs_bwrap
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_a_hostile_submission_scores_zero(a1, name):
-    row = _rows(a1["graded"])[name]
+    row = _rows(a1["graded"])[f"{name}/a1_gradcam"]
     assert row["score"] == 0 and row["max_score"] == 7, row
 
 
@@ -461,13 +473,13 @@ def test_hostile_submissions_see_no_secret_and_change_nothing(a1):
             continue
     assert not [c for c in cmdlines if DAEMON_MARK in c and "pytest" not in c]
     # the gradebook holds what the grader wrote and nothing else
-    rows = _rows(a1["graded"])
+    rows = json.loads(a1["graded"].stdout)
     with Gradebook(f"sqlite:///{crs / 'gradebook.db'}", "cam_core") as gb:
-        for student, row in rows.items():
-            nb = gb.find_submission_notebook("a1_gradcam", "a1_gradcam", student)
-            assert nb.score == row["score"] and nb.max_score == 7
+        for row in rows:
+            nb = gb.find_submission_notebook(row["assignment"], row["assignment"], row["student"])
+            assert nb.score == row["score"] and nb.max_score == row["max_score"]
             assert all(0 <= g.score <= g.max_score for g in nb.grades)
-        assert sorted(s.id for s in gb.students) == sorted([*rows, "later"])
+        assert sorted(s.id for s in gb.students) == sorted({*(r["student"] for r in rows), "later"})
     # and a later empty submission still gets 0
     later = json.loads(a1["later"].stdout)
     assert later[0]["score"] == 0 and later[0]["student"] == "later"
@@ -480,11 +492,11 @@ def test_list_and_feedback(a1):
     rows = {r["assignment"]: r for r in json.loads(listed.stdout)}
     assert rows["a1_gradcam"] == {"assignment": "a1_gradcam", "points": 7, "status": "released",
                                   "graded": 3 + len(HOSTILE) + 1}
-    assert rows["a2_deeplift"]["status"] == "not released" and rows["a2_deeplift"]["graded"] == 0
+    assert rows["a2_deeplift"] == {"assignment": "a2_deeplift", "points": 7, "status": "released", "graded": 1}
     fb = _cli(["feedback", "--course", str(crs), "--assignment", "a1_gradcam", "--student", "wrong"], env, a1["tmp"])
     assert fb.returncode == 0, fb.stderr[-2000:]
     html = Path(fb.stdout.split()[0]).read_text()
-    assert "test_gradcam" in html and "failed" in html and "BEGIN HIDDEN" not in html
+    assert "[grader] 0 / 2: failed" in html and "[grader] 2 / 2: passed" in html and "BEGIN HIDDEN" not in html
 
 
 @needs_bwrap
@@ -504,68 +516,42 @@ def test_a_changed_source_is_reported_not_recorded(a1, tmp_path):
     assert _tree_hash(crs / "grader") == record
 
 
-# ---- every assignment (slow) ----------------------------------------------------------------------
+# ---- more submissions (slow) ----------------------------------------------------------------------
 #: seconds per cell for the student submissions (one of them loops)
 TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
-    if not HAVE_BWRAP:
-        pytest.skip("bubblewrap is not installed")
-    tmp = tmp_path_factory.mktemp("course_full")
-    crs = _course_copy(tmp / "course")
-    env = _env(tmp)
-    released = _cli(["release", "--course", str(crs), "--out", str(tmp / "release")], env, tmp)
-    sub = tmp / "submissions"
-    (sub / "instructor").mkdir(parents=True)
-    instructor = [Path(shutil.copy(COURSE / "source" / a / f"{a}.ipynb", sub / "instructor")) for a in ASSIGNMENTS]
-    unanswered = [tmp / "release" / a / f"{a}.ipynb" for a in ASSIGNMENTS]
-    broken = sub / "broken"
+def students(a1):
+    """After the release: the other unanswered notebooks, and malformed, raising and looping submissions."""
+    tmp, env = a1["tmp"], _env(a1["tmp"])
+    unanswered = [tmp / "release" / a / f"{a}.ipynb" for a in ASSIGNMENTS if a != "a1_gradcam"]
+    broken = tmp / "submissions" / "broken"
     broken.mkdir()
     (broken / "a2_deeplift.ipynb").write_text('{"cells": [ this is not json')
     _edit(COURSE / "source/a3_shapley/a3_shapley.ipynb", broken / "a3_shapley.ipynb",
           "coalition_value", "    ### BEGIN SOLUTION\n", "    ### BEGIN SOLUTION\n    raise RuntimeError('boom')\n")
     _edit(COURSE / "source/a4_faithfulness/a4_faithfulness.ipynb", broken / "a4_faithfulness.ipynb",
           "target_softmax", "def target_softmax", "import time\nwhile True:\n    time.sleep(0.1)\n\n\ndef target_softmax")
-    graded = student = None
-    if released.returncode == 0:
-        graded = _cli(["grade", "--course", str(crs), "--json", *map(str, instructor)], env, tmp)
-        student = _cli(["grade", "--course", str(crs), "--json", "--timeout", str(TIMEOUT),
-                        *map(str, [*unanswered, *sorted(broken.glob("*.ipynb"))])], env, tmp)
-    return {"tmp": tmp, "course": crs, "released": released, "full": graded, "student": student,
-            "instructor": instructor, "unanswered": unanswered, "broken": broken}
-
-
-def _by_path(proc: subprocess.CompletedProcess) -> dict[str, dict]:
-    _rows(proc)
-    return {row["notebook"]: row for row in json.loads(proc.stdout)}
+    graded = _cli(["grade", "--course", str(a1["course"]), "--json", "--timeout", str(TIMEOUT),
+                   *map(str, [*unanswered, *sorted(broken.glob("*.ipynb"))])], env, tmp)
+    return {"graded": graded, "unanswered": unanswered, "broken": broken}
 
 
 @pytest.mark.slow
-def test_every_source_notebook_gets_full_marks_outside_pytest(full):
-    """Through the CLI in a plain environment (no PYTEST_CURRENT_TEST): a5 included, run from its release."""
-    assert full["released"].returncode == 0, full["released"].stderr[-3000:]
-    assert (full["tmp"] / "release/a5_study/01_theory.ipynb").is_file()
-    rows = _by_path(full["full"])
-    for path in full["instructor"]:
-        row = rows[str(path)]
-        assert row["max_score"] > 0 and row["score"] == row["max_score"], (row, full["full"].stderr[-3000:])
-
-
-@pytest.mark.slow
-def test_released_unanswered_notebooks_get_zero(full):
-    rows = _by_path(full["student"])
-    for path in full["unanswered"]:
+def test_released_unanswered_notebooks_get_zero(students):
+    rows = {row["notebook"]: row for row in _rows(students["graded"]).values()}
+    for path in students["unanswered"]:
         row = rows[str(path)]
         assert row["assignment"] == path.stem and row["max_score"] > 0 and row["score"] == 0, row
-    assert "NotImplementedError" in full["student"].stderr
+    assert "NotImplementedError" in students["graded"].stderr
 
 
 @pytest.mark.slow
-def test_malformed_raising_and_looping_submissions_do_not_crash_the_grader(full):
-    rows = {Path(k).stem: v for k, v in _by_path(full["student"]).items() if Path(k).parent == full["broken"]}
-    err = full["student"].stderr
+def test_malformed_raising_and_looping_submissions_do_not_crash_the_grader(students):
+    rows = {Path(row["notebook"]).stem: row for row in _rows(students["graded"]).values()
+            if Path(row["notebook"]).parent == students["broken"]}
+    err = students["graded"].stderr
     assert rows["a2_deeplift"]["score"] == 0 and rows["a2_deeplift"]["max_score"] > 0
     assert "a2_deeplift.ipynb: 0 points on every test: not a valid notebook" in err
     # raising in one function: the tests that call it fail, the others pass
@@ -594,5 +580,5 @@ def test_denial_of_service_is_bounded(tmp_path):
     graded = _cli(["grade", "--course", str(crs), "--json", "--timeout", "20", "--total-timeout", "90",
                    str(stubborn), str(bomb)], env, tmp_path)
     rows = _rows(graded)
-    assert rows["stubborn"]["score"] == 0 and rows["bomb"]["score"] == 0
+    assert rows["stubborn/a1_gradcam"]["score"] == 0 and rows["bomb/a1_gradcam"]["score"] == 0
     assert "total time limit" in graded.stderr
