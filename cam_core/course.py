@@ -121,8 +121,8 @@ def check_course_dir(course_dir: str | Path) -> Path:
 def check_name(kind: str, value: str) -> str:
     """``value`` if it is a valid student / assignment name (one path component), else a CourseError."""
     if not isinstance(value, str) or not NAME.fullmatch(value) or value in (".", ".."):
-        raise CourseError(f"invalid {kind} {value!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a "
-                          "letter or digit (no '/', no '..', no spaces)")
+        raise CourseError(f"invalid {kind} {value!r}: use 1-64 letters, digits, '_', '-' or '.', starting "
+                          "with a letter or digit (no '/', no '..', no spaces)")
     return value
 
 
@@ -301,7 +301,7 @@ def _run(notebook: Any, probes: dict[str, str], files: Path, limits: sandbox.Lim
 
 
 def _record(course: Path, name: str, release_dir: Path, limits: sandbox.Limits, use_sandbox: bool) -> dict:
-    """Record a release (after nbgrader wrote ``release_dir/<name>/``): its files, hash and reference values."""
+    """Record a release (nbgrader wrote ``release_dir/<name>/``): its files, hash and reference values."""
     import nbformat
 
     spec = _checks(course, name)
@@ -310,7 +310,8 @@ def _record(course: Path, name: str, release_dir: Path, limits: sandbox.Limits, 
     for target, relative in spec["RELEASE_FILES"].items():
         src = repo / relative
         if not src.is_file():
-            raise CourseError(f"{name} releases {relative} (checks/{name}.py RELEASE_FILES), missing from {repo}")
+            raise CourseError(f"{name} releases {relative} (checks/{name}.py RELEASE_FILES), "
+                              f"missing from {repo}")
         if src.suffix == ".ipynb":
             nb = nbformat.read(src, as_version=4)
             for cell in nb.cells:
@@ -403,8 +404,8 @@ def course_list(course_dir: str | Path | None = None) -> list[dict[str, Any]]:
         points = sum(sum(_grade_cells(nbformat.read(p, as_version=4)).values())
                      for p in sorted((course / "source" / name).glob("*.ipynb")))
         record = _load_record(course, name)
-        state = ("not released" if record is None else
-                 "released" if record["source_hash"] == _source_hash(course, name) else "changed since release")
+        same = record is not None and record["source_hash"] == _source_hash(course, name)
+        state = "not released" if record is None else "released" if same else "changed since release"
         rows.append({"assignment": name, "points": points, "status": state, "graded": graded.get(name, 0)})
     return rows
 
@@ -516,7 +517,8 @@ def compare(got: Any, expected: Any, atol: float, where: str = "the value", dept
                     f"(largest difference {worst:.3g} > {atol:g})"]
         return []
     if isinstance(expected, dict) and "__path__" in expected:
-        return [] if isinstance(got, dict) and isinstance(got.get("__path__"), str) else [f"{where} is not a path"]
+        is_path = isinstance(got, dict) and isinstance(got.get("__path__"), str)
+        return [] if is_path else [f"{where} is not a path"]
     if isinstance(expected, dict) and "__type__" in expected:
         return [] if got == expected else [f"{where} is not a {expected['__type__']}"]
     if isinstance(expected, dict):
@@ -529,7 +531,7 @@ def compare(got: Any, expected: Any, atol: float, where: str = "the value", dept
     if isinstance(expected, list):
         if not isinstance(got, list) or len(got) != len(expected):
             return [f"{where} is not a list of {len(expected)}"]
-        return [r for i, (g, e) in enumerate(zip(got, expected))
+        return [r for i, (g, e) in enumerate(zip(got, expected, strict=True))
                 for r in compare(g, e, atol, f"{where}[{i}]", depth + 1)]
     if type(got) is not type(expected) or got != expected:
         shown = repr(got)[:80] if isinstance(got, (str, bool)) or got is None else type(got).__name__
@@ -568,7 +570,8 @@ def check_answers(answers: dict[str, Any], reference: dict[str, Any], points: di
     return scores
 
 
-def _write_gradebook(api: Any, assignment: str, notebook: str, student: str, scores: dict[str, float]) -> None:
+def _write_gradebook(api: Any, assignment: str, notebook: str, student: str,
+                     scores: dict[str, float]) -> None:
     """Record the scores (this process alone writes the gradebook)."""
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -576,7 +579,8 @@ def _write_gradebook(api: Any, assignment: str, notebook: str, student: str, sco
         try:
             gb.find_assignment(assignment)
         except MissingEntry as err:
-            raise CourseError(f"the gradebook has no assignment {assignment}: run course release {assignment}") from err
+            raise CourseError(f"the gradebook has no assignment {assignment}: "
+                              f"run course release {assignment}") from err
         gb.update_or_create_student(student)
         gb.update_or_create_submission(assignment, student)
         for g in gb.find_submission_notebook(notebook, assignment, student).grades:
@@ -689,7 +693,8 @@ def grade(notebooks: Sequence[str | Path], course_dir: str | Path | None = None,
             if record is None:  # never released: record it now (the students' copies come from release)
                 result = api.generate_assignment(name, force=True, create=True)
                 if not result["success"]:
-                    raise CourseError(f"could not record assignment {name} in the gradebook: {_log_errors(result)}")
+                    raise CourseError(f"could not record assignment {name} in the gradebook: "
+                                      f"{_log_errors(result)}")
                 _record(course, name, Path(tmp_release), limits, sandbox_run)
                 notes[name] = [f"{name} was not released: recorded now from source/{name}"]
             elif record["source_hash"] != _source_hash(course, name):
@@ -725,8 +730,8 @@ def _grade_one(api: Any, course: Path, given: str, path: Path, name: str, nb_nam
         executed = result.notebook
         messages += result.messages
         if result.timed_out_cells:
-            messages.append(f"a cell ran longer than the limit ({limits.cell_seconds} s per cell, --timeout) and "
-                            "was interrupted; the tests that needed it failed")
+            messages.append(f"a cell ran longer than the limit ({limits.cell_seconds} s per cell, --timeout) "
+                            "and was interrupted; the tests that needed it failed")
         scores = check_answers(result.answers, entry["reference"], points, spec)
     else:
         messages.append(f"0 points on every test: {problem}")
@@ -781,16 +786,19 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     ls.add_argument("--json", action="store_true", help="print a JSON list")
     ls.add_argument("--course", default=None, help="the course folder (default: ./course)")
     ls.set_defaults(func=_list_command)
-    r = actions.add_parser("release", help="write the student versions (nbgrader generate_assignment) and record them")
+    r = actions.add_parser("release",
+                           help="write the student versions (nbgrader generate_assignment) and record them")
     r.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: every assignment")
     r.add_argument("--out", default=None, help="folder for the student versions (default: course/release)")
     r.add_argument("--course", default=None, help="the course folder (default: ./course)")
-    r.add_argument("--no-sandbox", action="store_true", help="run the solutions without the sandbox (debugging)")
+    r.add_argument("--no-sandbox", action="store_true",
+                   help="run the solutions without the sandbox (debugging)")
     r.set_defaults(func=_release_command)
     g = actions.add_parser("grade", help="grade submitted notebooks, each in a sandbox")
     g.add_argument("notebooks", nargs="+", metavar="NOTEBOOK.ipynb")
     g.add_argument("--json", action="store_true",
-                   help="print a JSON list of {notebook, student, assignment, score, max_score, failed, messages}")
+                   help="print a JSON list of {notebook, student, assignment, score, max_score, failed, "
+                        "messages}")
     g.add_argument("--assignment", default=None, help="the assignment (default: from each file's name)")
     g.add_argument("--student", default=None, help="student id to record (default: the file's folder name)")
     g.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT,
@@ -812,9 +820,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
 
 def _warn_no_sandbox(args: argparse.Namespace, command: str) -> None:
     if args.no_sandbox:
-        print(f"course {command}: WARNING --no-sandbox: the notebooks run as you, with your files, network and "
-              "gradebook; a submission can read the solutions and change grades. Only for debugging your own "
-              "notebooks.", file=sys.stderr)
+        print(f"course {command}: WARNING --no-sandbox: the notebooks run as you, with your files, network "
+              "and gradebook; a submission can read the solutions and change grades. Only for debugging your "
+              "own notebooks.", file=sys.stderr)
 
 
 def _list_command(args: argparse.Namespace) -> int:

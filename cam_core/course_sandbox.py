@@ -130,12 +130,13 @@ def bwrap_path() -> str | None:
 def require_bwrap() -> str:
     path = bwrap_path()
     if path is None:
-        raise SandboxError("grading runs each submission in a bubblewrap sandbox, and bwrap is not installed: "
-                           "apt-get install bubblewrap (make does it when run as root), or pass --no-sandbox "
-                           "to grade without one (only for debugging your own notebooks)")
+        raise SandboxError("grading runs each submission in a bubblewrap sandbox, and bwrap is not "
+                           "installed: apt-get install bubblewrap (make does it when run as root), or pass "
+                           "--no-sandbox to grade without one (only for debugging your own notebooks)")
     missing = [tool for tool in ("setpriv", "prlimit") if shutil.which(tool) is None]
     if missing:
-        raise SandboxError(f"the sandbox needs {' and '.join(missing)} (Debian's util-linux): apt-get install util-linux")
+        raise SandboxError(f"the sandbox needs {' and '.join(missing)} (Debian's util-linux): "
+                           "apt-get install util-linux")
     return path
 
 
@@ -232,8 +233,8 @@ def run(notebook: dict[str, Any], probes: dict[str, str], files: Path | None, li
             try:
                 proc.wait(timeout=limits.total_seconds + 60)
             except subprocess.TimeoutExpired:
-                result.messages.append(f"the notebook ran past the total time limit ({limits.total_seconds} s per "
-                                       "notebook, --total-timeout) and was stopped")
+                result.messages.append(f"the notebook ran past the total time limit ({limits.total_seconds} "
+                                       "s per notebook, --total-timeout) and was stopped")
             finally:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)  # bwrap: its pid namespace dies with it
@@ -272,8 +273,8 @@ def _read_result(out_file: Path, err_file: Path, limits: Limits, result: RunResu
         err = err_file.read_bytes()[-2000:].decode("utf-8", "replace").strip()
         last = err.splitlines()[-1] if err else "no output"
         if not result.messages:
-            result.messages.append(f"the notebook's run ended without a result (out of memory, killed, or too much "
-                                   f"output?): {last[:300]}")
+            result.messages.append("the notebook's run ended without a result (out of memory, killed, or "
+                                   f"too much output?): {last[:300]}")
         return
     answers = data.get("answers")
     if isinstance(answers, dict):
@@ -345,7 +346,8 @@ def inside(inputs: str, work: str) -> int:
     messages: list[str] = []
     timed_out: list[int] = []
     error_on_timeout = {"ename": "CellTimeoutError",
-                        "evalue": f"the cell ran longer than the limit ({cell_s} s per cell) and was interrupted",
+                        "evalue": f"the cell ran longer than the limit ({cell_s} s per cell) and was "
+                                  "interrupted",
                         "traceback": []}
     client = NotebookClient(nb, timeout=cell_s, kernel_name="python3", allow_errors=True,
                             interrupt_on_timeout=True, error_on_timeout=error_on_timeout,
@@ -367,8 +369,8 @@ def inside(inputs: str, work: str) -> int:
                 except CellTimeoutError:
                     timed_out.append(index)
                 except DeadKernelError:
-                    messages.append(f"the kernel died in cell {index + 1} (out of memory, or the notebook ended "
-                                    "its own process); the cells after it were not run")
+                    messages.append(f"the kernel died in cell {index + 1} (out of memory, or the notebook "
+                                    "ended its own process); the cells after it were not run")
                     break
                 if time.monotonic() - began >= client.timeout:
                     timed_out.append(index)

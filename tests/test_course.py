@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "course"
 ASSIGNMENTS = course.assignments(COURSE)
 HAVE_BWRAP = course_sandbox.bwrap_path() is not None
-needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed (make installs it as root: "
+needs_bwrap = pytest.mark.skipif(not HAVE_BWRAP, reason="bubblewrap is not installed (make installs it as "
+                                                         "root: "
                                                          "apt-get install bubblewrap)")
 
 
@@ -146,7 +147,8 @@ def test_the_comparison_is_strict_about_shapes_types_and_nan():
     assert course.compare({"__array__": [2], "data": [1.0, True]}, arr, 1e-6)  # not numbers
     assert course.compare({"__array__": [3], "data": [1.0, 2.0]}, arr, 1e-6)  # inconsistent
     assert course.compare([1.0, 2.0], arr, 1e-6) and course.compare("1, 2", arr, 1e-6)
-    assert course.compare(3.0, 3.0, 0) == [] and course.compare(3.0, {"__array__": [], "data": [3.0]}, 0) == []
+    assert course.compare(3.0, 3.0, 0) == []
+    assert course.compare(3.0, {"__array__": [], "data": [3.0]}, 0) == []
     assert course.compare({"a": 1.0, "extra": "x"}, {"a": 1.0}, 0) == []  # extra keys allowed
     assert course.compare({"b": 1.0}, {"a": 1.0}, 0)
     assert course.compare(True, 1.0, 0) and course.compare("LIFT-CAM", "LIFT-CAM", 0) == []
@@ -160,7 +162,7 @@ def test_merge_keeps_released_tests_and_the_students_solutions():
     test.source = "pass  # the student 'fixed' the test"
     setup = student.cells.pop(1)
     assert setup.metadata.nbgrader.grade_id == "setup"
-    solution = next(c for c in student.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "gradcam_alpha")
+    solution = next(c for c in student.cells if course._grade_id(c) == "gradcam_alpha")
     solution.source = "def gradcam_alpha(G):\n    return G.sum(dim=(2, 3))"
     student.cells.insert(0, nbformat.v4.new_code_cell("helper = 1"))
     merged = course.merge(template, student)
@@ -237,7 +239,8 @@ HOSTILE = {
     "reader": r'''
 import os
 seen = []
-for top in ["/", os.path.expanduser("~"), "..", "../..", "../../..", "/root", "/work", "/home", COURSE_DIR, REPO_DIR]:
+for top in ["/", os.path.expanduser("~"), "..", "../..", "../../..", "/root", "/work", "/home",
+            COURSE_DIR, REPO_DIR]:
     for root, dirs, files in os.walk(top):
         dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev", "usr", "site-packages", "lib")]
         for f in files:
@@ -260,7 +263,8 @@ print("looked in", len(seen), "folders")
     # the self-solving notebook: exec the solutions of the source notebook, wherever it is
     "solver": r'''
 import glob, json, os
-for path in [f"{COURSE_DIR}/source/a1_gradcam/a1_gradcam.ipynb", "../../../source/a1_gradcam/a1_gradcam.ipynb",
+for path in [f"{COURSE_DIR}/source/a1_gradcam/a1_gradcam.ipynb",
+             "../../../source/a1_gradcam/a1_gradcam.ipynb",
              *[p for top in ("/in", "/assignment", "/opt", "/work", "/root", "/tmp", "/home")
                for p in glob.glob(top + "/**/a1_gradcam.ipynb", recursive=True)]]:
     try:
@@ -304,8 +308,9 @@ get_ipython().ast_transformers.append(Lenient())
     # rewrite grades in every SQLite file it can find
     "sqlite": r'''
 import glob, os, sqlite3
-for path in [f"{COURSE_DIR}/gradebook.db", "../../../gradebook.db", *[p for top in ("/in", "/assignment", "/opt", "/work", "/root", "/tmp", "/home")
-                                                                 for p in glob.glob(top + "/**/*.db", recursive=True)]]:
+tops = ("/in", "/assignment", "/opt", "/work", "/root", "/tmp", "/home")
+for path in [f"{COURSE_DIR}/gradebook.db", "../../../gradebook.db",
+             *[p for top in tops for p in glob.glob(top + "/**/*.db", recursive=True)]]:
     try:
         db = sqlite3.connect(path)
         db.execute("UPDATE grade SET auto_score = 99")
@@ -374,7 +379,8 @@ def a1(tmp_path_factory):
     sub = tmp / "submissions"
     for who in ("instructor", "empty"):
         (sub / who).mkdir(parents=True)
-    instructor = [Path(shutil.copy(crs / "source" / a / f"{a}.ipynb", sub / "instructor")) for a in ASSIGNMENTS]
+    instructor = [Path(shutil.copy(crs / "source" / a / f"{a}.ipynb", sub / "instructor"))
+                  for a in ASSIGNMENTS]
     empty = Path(shutil.copy(stub, sub / "empty"))
     wrong = _edit(crs / "source/a1_gradcam/a1_gradcam.ipynb", sub / "wrong" / "a1_gradcam.ipynb",
                   "gradcam_alpha", "return G.mean(dim=(2, 3))", "return G.sum(dim=(2, 3))")
@@ -383,8 +389,8 @@ def a1(tmp_path_factory):
                for name, code in HOSTILE.items()}
     before = {"source": _tree_hash(crs / "source"), "checks": _tree_hash(crs / "checks"),
               "package": _tree_hash(REPO / "cam_core"), "record": _tree_hash(crs / "grader")}
-    graded = _cli(["grade", "--course", str(crs), "--json", *map(str, [*instructor, empty, wrong, *hostile.values()])],
-                  env, tmp)
+    everyone = [*instructor, empty, wrong, *hostile.values()]
+    graded = _cli(["grade", "--course", str(crs), "--json", *map(str, everyone)], env, tmp)
     later = _cli(["grade", "--course", str(crs), "--json", "--student", "later", str(stub)], env, tmp)
     return {"tmp": tmp, "course": crs, "release": tmp / "release", "graded": graded, "later": later,
             "before": before, "hostile": hostile, "instructor": instructor, "released": released}
@@ -492,11 +498,14 @@ def test_list_and_feedback(a1):
     rows = {r["assignment"]: r for r in json.loads(listed.stdout)}
     assert rows["a1_gradcam"] == {"assignment": "a1_gradcam", "points": 7, "status": "released",
                                   "graded": 3 + len(HOSTILE) + 1}
-    assert rows["a2_deeplift"] == {"assignment": "a2_deeplift", "points": 7, "status": "released", "graded": 1}
-    fb = _cli(["feedback", "--course", str(crs), "--assignment", "a1_gradcam", "--student", "wrong"], env, a1["tmp"])
+    assert rows["a2_deeplift"] == {"assignment": "a2_deeplift", "points": 7, "status": "released",
+                                   "graded": 1}
+    fb = _cli(["feedback", "--course", str(crs), "--assignment", "a1_gradcam", "--student", "wrong"], env,
+              a1["tmp"])
     assert fb.returncode == 0, fb.stderr[-2000:]
     html = Path(fb.stdout.split()[0]).read_text()
-    assert "[grader] 0 / 2: failed" in html and "[grader] 2 / 2: passed" in html and "BEGIN HIDDEN" not in html
+    assert "[grader] 0 / 2: failed" in html and "[grader] 2 / 2: passed" in html
+    assert "BEGIN HIDDEN" not in html
 
 
 @needs_bwrap
@@ -510,8 +519,8 @@ def test_a_changed_source_is_reported_not_recorded(a1, tmp_path):
     env = _env(tmp_path)
     listed = _cli(["list", "--course", str(crs)], env, tmp_path)
     assert "changed since release" in listed.stdout
-    graded = _cli(["grade", "--course", str(crs), "--json", str(a1["release"] / "a1_gradcam/a1_gradcam.ipynb")],
-                  env, tmp_path)
+    stub = a1["release"] / "a1_gradcam/a1_gradcam.ipynb"
+    graded = _cli(["grade", "--course", str(crs), "--json", str(stub)], env, tmp_path)
     assert "changed since its release" in graded.stderr and json.loads(graded.stdout)[0]["score"] == 0
     assert _tree_hash(crs / "grader") == record
 
@@ -530,9 +539,11 @@ def students(a1):
     broken.mkdir()
     (broken / "a2_deeplift.ipynb").write_text('{"cells": [ this is not json')
     _edit(COURSE / "source/a3_shapley/a3_shapley.ipynb", broken / "a3_shapley.ipynb",
-          "coalition_value", "    ### BEGIN SOLUTION\n", "    ### BEGIN SOLUTION\n    raise RuntimeError('boom')\n")
+          "coalition_value", "    ### BEGIN SOLUTION\n",
+          "    ### BEGIN SOLUTION\n    raise RuntimeError('boom')\n")
     _edit(COURSE / "source/a4_faithfulness/a4_faithfulness.ipynb", broken / "a4_faithfulness.ipynb",
-          "target_softmax", "def target_softmax", "import time\nwhile True:\n    time.sleep(0.1)\n\n\ndef target_softmax")
+          "target_softmax", "def target_softmax",
+          "import time\nwhile True:\n    time.sleep(0.1)\n\n\ndef target_softmax")
     graded = _cli(["grade", "--course", str(a1["course"]), "--json", "--timeout", str(TIMEOUT),
                    *map(str, [*unanswered, *sorted(broken.glob("*.ipynb"))])], env, tmp)
     return {"graded": graded, "unanswered": unanswered, "broken": broken}
@@ -558,7 +569,8 @@ def test_malformed_raising_and_looping_submissions_do_not_crash_the_grader(stude
     assert 0 < rows["a3_shapley"]["score"] < rows["a3_shapley"]["max_score"], rows["a3_shapley"]
     assert "RuntimeError: boom" in err
     # a loop at the top of a cell is interrupted; the tests that needed that cell fail, the others pass
-    assert 0 < rows["a4_faithfulness"]["score"] < rows["a4_faithfulness"]["max_score"], rows["a4_faithfulness"]
+    a4 = rows["a4_faithfulness"]
+    assert 0 < a4["score"] < a4["max_score"], a4
     assert f"ran longer than the limit ({TIMEOUT} s per cell" in err
 
 
@@ -573,10 +585,11 @@ def test_denial_of_service_is_bounded(tmp_path):
                 tmp_path).returncode == 0
     stub = tmp_path / "rel/a1_gradcam/a1_gradcam.ipynb"
     stubborn = _with_cell(stub, tmp_path / "stubborn/a1_gradcam.ipynb",
-                          "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+                          "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                          "while True:\n    pass")
     bomb = _with_cell(stub, tmp_path / "bomb/a1_gradcam.ipynb",
-                      "import os, time\nfor _ in range(100000):\n    try:\n        os.fork()\n    except OSError:\n"
-                      "        time.sleep(0.5)")
+                      "import os, time\nfor _ in range(100000):\n    try:\n        os.fork()\n"
+                      "    except OSError:\n        time.sleep(0.5)")
     graded = _cli(["grade", "--course", str(crs), "--json", "--timeout", "20", "--total-timeout", "90",
                    str(stubborn), str(bomb)], env, tmp_path)
     rows = _rows(graded)
