@@ -23,7 +23,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cam_core import cli, course, course_sandbox
+from cam_core import cli
+from cam_core.book import course, course_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "course"

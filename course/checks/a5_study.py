@@ -40,7 +40,7 @@ ATOL = {"test_rerun": 1e-6, "test_slope": 1e-9, "test_paired_t": 1e-6}
 
 def _rerun(got, expected):
     """The chapter ran with papermill's parameters into the scratch folder and measured the same curve."""
-    from cam_core.course import compare
+    from cam_core.book.course import compare
 
     failures = compare({k: got.get(k) for k in ("results_type", "inside", "curve")},
                        {k: expected[k] for k in ("results_type", "inside", "curve")}, 1e-6)
@@ -55,8 +55,8 @@ def _slope(got, expected):
     """The slope of the student's own curve, as the book's helper computes it; and a known table."""
     import pandas as pd
 
-    from cam_core.convergence import loglog_slope
-    from cam_core.course import compare
+    from cam_core.book.convergence import loglog_slope
+    from cam_core.book.course import compare
 
     failures = compare(got.get("toy"), expected["toy"], 1e-9, "toy table")
     curve = got.get("curve")

@@ -17,7 +17,7 @@ the *release record* in ``course/grader/<assignment>/``: the released files, a h
 ``source/<assignment>/`` and its checks, and the reference values (the probes run on the
 instructor's solutions). ``source/`` is only read.
 
-``grade`` runs each submission in its own bubblewrap sandbox (:mod:`cam_core.course_sandbox`): a
+``grade`` runs each submission in its own bubblewrap sandbox (:mod:`cam_core.book.course_sandbox`): a
 fresh folder holding the student's notebook merged into the released one (locked and test cells
 as released, the student's solution cells) and the released files; no course folder, gradebook,
 other submission, repository or home directory; no network; user ``nobody``; limits on memory,
@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cam_core import course_sandbox as sandbox
+from cam_core.book import course_sandbox as sandbox
 
 #: the course's nbgrader configuration file, in the course folder
 CONFIG_FILE = "nbgrader_config.py"
@@ -107,7 +107,7 @@ def default_course_dir() -> Path:
     here = Path.cwd() / "course"
     if (here / CONFIG_FILE).is_file():
         return here
-    return Path(__file__).resolve().parents[1] / "course"
+    return Path(__file__).resolve().parents[2] / "course"
 
 
 def check_course_dir(course_dir: str | Path) -> Path:
@@ -306,7 +306,7 @@ def _record(course: Path, name: str, release_dir: Path, limits: sandbox.Limits, 
 
     spec = _checks(course, name)
     released = release_dir / name
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     for target, relative in spec["RELEASE_FILES"].items():
         src = repo / relative
         if not src.is_file():

@@ -2,7 +2,7 @@
 
 Everything inside the sandbox is untrusted: the student's cells, the kernel and even this file's
 :func:`inside` (it runs there as a user without privileges, next to the student's code). What comes
-out is only data the trusted grader (:mod:`cam_core.course`) checks itself: the values the probes
+out is only data the trusted grader (:mod:`cam_core.book.course`) checks itself: the values the probes
 exported (numbers, arrays, strings as JSON, never pickles) and the executed notebook, read from a
 file of bounded size.
 
@@ -148,7 +148,7 @@ def bwrap_command(inputs: Path, limits: Limits, package_dir: Path) -> list[str]:
     """The ``bwrap ... setpriv ... prlimit ... python course_sandbox.py inside`` command line.
 
     ``inputs`` (the notebook to run and the released files) is bound read-only at ``/in``;
-    ``package_dir`` (this ``cam_core``) at ``/opt/cam_core/cam_core``."""
+    ``package_dir`` (this ``cam_core``) at ``/opt/cam_core/cam_core``; this file runs from there."""
     exe = Path(sys.executable)
     ro = {Path("/usr"), Path("/etc"), Path(sys.prefix), Path(sys.base_prefix), exe.parent}
     ro |= {Path(os.path.realpath(exe)).parent.parent}
@@ -190,7 +190,7 @@ def bwrap_command(inputs: Path, limits: Limits, package_dir: Path) -> list[str]:
              "--setenv", "PYTHONDONTWRITEBYTECODE", "1", "--setenv", "OMP_NUM_THREADS", "1",
              *drop, "prlimit", f"--as={limits.memory_bytes}", f"--nproc={limits.processes}",
              f"--fsize={limits.file_bytes}", "--core=0", "--nofile=1024", "--",
-             str(exe), "-I", "/opt/cam_core/cam_core/course_sandbox.py", "inside", "/in", "/assignment"]
+             str(exe), "-I", "/opt/cam_core/cam_core/book/course_sandbox.py", "inside", "/in", "/assignment"]
     return args
 
 
@@ -218,13 +218,13 @@ def run(notebook: dict[str, Any], probes: dict[str, str], files: Path | None, li
         os.chmod(inputs, 0o755)
         out_file, err_file = tmp_path / "stdout", tmp_path / "stderr"
         if sandbox:
-            cmd = bwrap_command(inputs, limits, Path(__file__).resolve().parent)
+            cmd = bwrap_command(inputs, limits, Path(__file__).resolve().parents[1])
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             work = tmp_path / "work"
             work.mkdir()
             cmd = [sys.executable, str(Path(__file__).resolve()), "inside", str(inputs), str(work)]
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
                    "CAM_CORE_SANDBOX_TMP": str(tmp_path / "tmp")}
             (tmp_path / "tmp").mkdir()
         with open(out_file, "wb") as out, open(err_file, "wb") as err:
