@@ -48,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     "resolve_layer": "cam_core.layers",
     "layer_names": "cam_core.layers",
     "last_map_layer": "cam_core.layers",
+    "TokenGrid": "cam_core.tokens",
+    "token_split": "cam_core.tokens",
     # kernels
     "deeplift": "cam_core.rescale",
     # runtime

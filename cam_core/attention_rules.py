@@ -1,0 +1,175 @@
+r"""DeepLIFT rules through attention (issue 24), for :func:`cam_core.deeplift`.
+
+Attention ``softmax(Q K^T / sqrt(d)) V`` with ``Q, K, V`` all depending on ``A`` has two kinds of
+non-linearity beyond the elementwise ones (GELU) and LayerNorm the kernel already has:
+
+- :func:`matmul`, ``a @ b`` with both factors depending on A (``Q K^T``, ``attention @ V``): the
+  Shapley split of a bilinear map between its two factors, the matrix form of the squeeze-excitation
+  product rule (:func:`cam_core.deeplift_rules.product`): ``m_a = (b + b0) / 2``, ``m_b = (a + a0) / 2``,
+  so ``da @ (b + b0)/2 + (a + a0)/2 @ db = a b - a0 b0`` exactly. For a head bilinear in the maps
+  with the zero reference, this is the exact Shapley value of each map (tests).
+- :func:`softmax`, written ``exp(z - lse(z))`` with ``lse(z) = c + log(sum(exp(z - c)))``: every step is
+  elementwise (Rescale on ``exp`` and ``log``) or linear, so summation-to-delta is exact. ``c`` is a
+  constant per row, the same for the input and the reference (the larger of their maxima), only for
+  range: the contributions do not depend on it. Unlike a product rule on ``exp(z) * (1 / sum)``, no
+  two large terms cancel when the input's and the reference's logits differ in scale.
+
+:func:`multi_head_attention` runs ``nn.MultiheadAttention`` (self- or cross-attention, batch first or
+not, no masks) as linear projections, :func:`matmul` and :func:`softmax`; the traced head runs
+every module of :data:`MODULE_RULES`, function of :data:`FUNCTION_RULES` and tensor method of
+:data:`METHOD_RULES` through these (``cam_core.deeplift_graph``), a plain head through a forward
+hook (``cam_core.rescale``).
+"""
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cam_core.deeplift_rules import RuleFunction, rescale
+
+__all__ = ["matmul", "softmax", "multi_head_attention", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
+
+
+def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
+    if t.shape[0] % 2:
+        raise ValueError(f"attention rules: tensors must be tile-stacked (2N, ...), got {tuple(t.shape)}")
+    return t.chunk(2)
+
+
+class _MatMul(torch.autograd.Function):
+    """``a @ b``; backward: each factor's change times the other factor's midpoint (:func:`matmul`)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        a1, a0 = _halves(a)
+        b1, b0 = _halves(b)
+        a_mid, b_mid = torch.cat([(a1 + a0) / 2] * 2), torch.cat([(b1 + b0) / 2] * 2)
+        with torch.enable_grad():
+            a_, b_ = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            (m_a,) = torch.autograd.grad(a_ @ b_mid, a_, grad_output)
+            (m_b,) = torch.autograd.grad(a_mid @ b_, b_, grad_output)
+        return m_a, m_b
+
+
+def _depends(t: object) -> bool:
+    return isinstance(t, Tensor) and t.requires_grad
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` (``torch.matmul`` broadcasting); the Shapley split when both depend on A, else linear."""
+    if _depends(a) and _depends(b):
+        return _MatMul.apply(a, b)
+    return torch.matmul(a, b)
+
+
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    """``torch.bmm`` by :func:`matmul` (the same for 3-D factors)."""
+    return matmul(a, b)
+
+
+class _Exp(nn.Module):
+    def __init__(self, shift: Tensor) -> None:
+        super().__init__()
+        self.shift = shift
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.exp(z - self.shift)
+
+
+def _elementwise(z: Tensor, fn: Callable[[Tensor], Tensor], eps: float) -> Tensor:
+    return RuleFunction.apply(z, fn(z).detach(), fn, None, rescale, eps)
+
+
+def softmax(z: Tensor, dim: int = -1, _stacklevel: int = 3, dtype: torch.dtype | None = None, *,
+            eps: float = 1e-10) -> Tensor:
+    """``softmax(z, dim)`` as exact DeepLIFT steps (``exp(z - lse(z))``, see the module docstring)."""
+    if dtype is not None:
+        z = z.to(dtype)
+    if not _depends(z):
+        return torch.softmax(z, dim)
+    z1, z0 = _halves(z)
+    shift = torch.maximum(z1.amax(dim, keepdim=True), z0.amax(dim, keepdim=True)).detach()
+    shift = torch.cat([shift] * 2)  # the same constant for the input and the reference
+    e = _elementwise(z, _Exp(shift).forward, eps)  # exp(z - c): Rescale
+    lse = _elementwise(e.sum(dim, keepdim=True), torch.log, eps) + shift  # log: Rescale
+    return _elementwise(z - lse, torch.exp, eps)  # exp(z - lse(z)): Rescale
+
+
+def _softmax_method(z: Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> Tensor:
+    return softmax(z, dim, dtype=dtype)
+
+
+def _heads(t: Tensor, n_heads: int) -> Tensor:
+    """``(N, L, E)`` -> ``(N, heads, L, E / heads)``."""
+    return t.unflatten(-1, (n_heads, t.shape[-1] // n_heads)).transpose(1, 2)
+
+
+def multi_head_attention(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+                         key_padding_mask: Tensor | None = None, need_weights: bool = True,
+                         attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                         is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``nn.MultiheadAttention.forward`` (eval mode) with the rules of this module; returns
+    ``(output, weights)`` as the module does (the weights averaged over heads if asked)."""
+    if (key_padding_mask is not None or attn_mask is not None or is_causal or module.bias_k is not None
+            or module.add_zero_attn):
+        raise ValueError("deeplift through nn.MultiheadAttention supports no masks, bias_k/bias_v or "
+                         "add_zero_attn; split the model after the attention or pass a head without them")
+    if not module.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))  # (N, L, E)
+    e = module.embed_dim
+    if module.in_proj_weight is not None:
+        w_q, w_k, w_v = module.in_proj_weight.split([e, e, e])
+    else:
+        w_q, w_k, w_v = module.q_proj_weight, module.k_proj_weight, module.v_proj_weight
+    b_q, b_k, b_v = module.in_proj_bias.split([e, e, e]) if module.in_proj_bias is not None else (None,) * 3
+    h = module.num_heads
+    q = _heads(F.linear(query, w_q, b_q), h)  # (N, h, L, d)
+    k = _heads(F.linear(key, w_k, b_k), h)  # (N, h, S, d)
+    v = _heads(F.linear(value, w_v, b_v), h)  # (N, h, S, d)
+    scores = matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))  # (N, h, L, S)
+    weights = softmax(scores, -1)
+    out = matmul(weights, v).transpose(1, 2).flatten(2)  # (N, L, E)
+    out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
+    if not module.batch_first:
+        out = out.transpose(0, 1)
+    if not need_weights:
+        return out, None
+    return out, weights.mean(1) if average_attn_weights else weights
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                                 **kwargs: Any) -> Tensor:
+    """``F.scaled_dot_product_attention`` (no dropout, additive or no mask) with the rules above."""
+    if dropout_p or is_causal or kwargs.get("enable_gqa"):
+        raise ValueError("deeplift through scaled_dot_product_attention: no dropout, is_causal or enable_gqa")
+    scores = matmul(query * (scale if scale is not None else 1.0 / math.sqrt(query.shape[-1])),
+                    key.transpose(-2, -1))
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=scores.dtype).masked_fill(~attn_mask, float("-inf"))
+        scores = scores + attn_mask
+    return matmul(softmax(scores, -1), value)
+
+
+#: module type -> function run in its place, ``fn(module, *args, **kwargs)``
+MODULE_RULES: dict[type[nn.Module], Callable[..., Any]] = {nn.MultiheadAttention: multi_head_attention}
+#: function -> the same function with the rules of this module
+FUNCTION_RULES: dict[Callable, Callable[..., Any]] = {
+    torch.matmul: matmul, operator.matmul: matmul, torch.bmm: bmm, F.softmax: softmax, torch.softmax: softmax,
+    F.scaled_dot_product_attention: scaled_dot_product_attention,
+}  # fmt: skip
+#: tensor method -> function of the tensor and the method's arguments
+METHOD_RULES: dict[str, Callable[..., Any]] = {"matmul": matmul, "bmm": bmm, "softmax": _softmax_method}
