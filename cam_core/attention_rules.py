@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from cam_core.deeplift_rules import RuleFunction, rescale
 
-__all__ = ["matmul", "softmax", "multi_head_attention", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
+__all__ = ["matmul", "softmax", "multi_head_attention", "attention_with_weights", "MODULE_RULES", "FUNCTION_RULES",
+           "METHOD_RULES"]
 
 
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -116,16 +117,17 @@ def _heads(t: Tensor, n_heads: int) -> Tensor:
     return t.unflatten(-1, (n_heads, t.shape[-1] // n_heads)).transpose(1, 2)
 
 
-def multi_head_attention(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
-                         key_padding_mask: Tensor | None = None, need_weights: bool = True,
-                         attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-                         is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
-    """``nn.MultiheadAttention.forward`` (eval mode) with the rules of this module; returns
-    ``(output, weights)`` as the module does (the weights averaged over heads if asked)."""
+def _attention(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+               mm: Callable[[Tensor, Tensor], Tensor], sm: Callable[[Tensor, int], Tensor],
+               key_padding_mask: Tensor | None = None, need_weights: bool = True,
+               attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+               is_causal: bool = False) -> tuple[Tensor, Tensor]:
+    """``nn.MultiheadAttention.forward`` in eval mode with products ``mm`` and softmax ``sm``:
+    ``(output as the module's, weights (N, heads, L, S))``."""
     if (key_padding_mask is not None or attn_mask is not None or is_causal or module.bias_k is not None
             or module.add_zero_attn):
-        raise ValueError("deeplift through nn.MultiheadAttention supports no masks, bias_k/bias_v or "
-                         "add_zero_attn; split the model after the attention or pass a head without them")
+        raise ValueError("cam_core runs nn.MultiheadAttention with no masks, bias_k/bias_v or add_zero_attn; "
+                         "split the model after the attention or pass a head without them")
     if not module.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))  # (N, L, E)
     e = module.embed_dim
@@ -138,15 +140,41 @@ def multi_head_attention(module: nn.MultiheadAttention, query: Tensor, key: Tens
     q = _heads(F.linear(query, w_q, b_q), h)  # (N, h, L, d)
     k = _heads(F.linear(key, w_k, b_k), h)  # (N, h, S, d)
     v = _heads(F.linear(value, w_v, b_v), h)  # (N, h, S, d)
-    scores = matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))  # (N, h, L, S)
-    weights = softmax(scores, -1)
-    out = matmul(weights, v).transpose(1, 2).flatten(2)  # (N, L, E)
+    scores = mm(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-2, -1))  # (N, h, L, S)
+    weights = sm(scores, -1)
+    out = mm(weights, v).transpose(1, 2).flatten(2)  # (N, L, E)
     out = F.linear(out, module.out_proj.weight, module.out_proj.bias)
     if not module.batch_first:
         out = out.transpose(0, 1)
+    return out, weights
+
+
+def _returned(weights: Tensor, need_weights: bool, average_attn_weights: bool) -> Tensor | None:
     if not need_weights:
-        return out, None
-    return out, weights.mean(1) if average_attn_weights else weights
+        return None
+    return weights.mean(1) if average_attn_weights else weights
+
+
+def multi_head_attention(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+                         key_padding_mask: Tensor | None = None, need_weights: bool = True,
+                         attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                         is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``nn.MultiheadAttention.forward`` (eval mode) with the rules of this module; returns
+    ``(output, weights)`` as the module does (the weights averaged over heads if asked)."""
+    out, weights = _attention(module, query, key, value, matmul, softmax, key_padding_mask, need_weights,
+                              attn_mask, average_attn_weights, is_causal)
+    return out, _returned(weights, need_weights, average_attn_weights)
+
+
+def attention_with_weights(module: nn.MultiheadAttention, query: Tensor, key: Tensor, value: Tensor,
+                           key_padding_mask: Tensor | None = None, need_weights: bool = True,
+                           attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                           is_causal: bool = False) -> tuple[tuple[Tensor, Tensor | None], Tensor]:
+    """``(what the module returns, the weights (N, heads, L, S))`` with plain autograd (no rules): the
+    attention maps that attention rollout and Chefer et al.'s relevance read, with their gradients."""
+    out, weights = _attention(module, query, key, value, torch.matmul, torch.softmax, key_padding_mask,
+                              need_weights, attn_mask, average_attn_weights, is_causal)
+    return (out, _returned(weights, need_weights, average_attn_weights)), weights
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
