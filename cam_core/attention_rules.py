@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.deeplift_rules import RuleFunction, rescale
+from cam_core.deeplift_rules import RuleFunction, product, rescale
 
-__all__ = ["matmul", "softmax", "multi_head_attention", "attention_with_weights", "MODULE_RULES", "FUNCTION_RULES",
-           "METHOD_RULES"]
+__all__ = ["matmul", "einsum", "softmax", "normalize", "multi_head_attention", "attention_with_weights",
+           "shifted_window_attention", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
 
 
 def _halves(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,6 +75,38 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return torch.matmul(a, b)
 
 
+class _Einsum(torch.autograd.Function):
+    """``einsum(equation, a, b)``, bilinear in ``a`` and ``b``: the same split as :class:`_MatMul`."""
+
+    @staticmethod
+    def forward(ctx, equation: str, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, b)
+        ctx.equation = equation
+        return torch.einsum(equation, a, b)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        a, b = ctx.saved_tensors
+        a1, a0 = _halves(a)
+        b1, b0 = _halves(b)
+        a_mid, b_mid = torch.cat([(a1 + a0) / 2] * 2), torch.cat([(b1 + b0) / 2] * 2)
+        with torch.enable_grad():
+            a_, b_ = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+            (m_a,) = torch.autograd.grad(torch.einsum(ctx.equation, a_, b_mid), a_, grad_output)
+            (m_b,) = torch.autograd.grad(torch.einsum(ctx.equation, a_mid, b_), b_, grad_output)
+        return None, m_a, m_b
+
+
+def einsum(equation: str, *operands: Tensor) -> Tensor:
+    """``torch.einsum`` of two operands (MaxViT's attention): the Shapley split when both depend on A."""
+    ops = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
+    if len(ops) == 2 and _depends(ops[0]) and _depends(ops[1]):
+        return _Einsum.apply(equation, ops[0], ops[1])
+    if sum(_depends(t) for t in ops) > 1:
+        raise ValueError(f"deeplift: einsum {equation!r} of {len(ops)} operands that depend on A (at most 2)")
+    return torch.einsum(equation, *ops)
+
+
 def bmm(a: Tensor, b: Tensor) -> Tensor:
     """``torch.bmm`` by :func:`matmul` (the same for 3-D factors)."""
     return matmul(a, b)
@@ -106,6 +138,29 @@ def softmax(z: Tensor, dim: int = -1, _stacklevel: int = 3, dtype: torch.dtype |
     e = _elementwise(z, _Exp(shift).forward, eps)  # exp(z - c): Rescale
     lse = _elementwise(e.sum(dim, keepdim=True), torch.log, eps) + shift  # log: Rescale
     return _elementwise(z - lse, torch.exp, eps)  # exp(z - lse(z)): Rescale
+
+
+class _Rsqrt(nn.Module):
+    def __init__(self, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, v: Tensor) -> Tensor:
+        return torch.rsqrt(v.clamp_min(self.eps))
+
+
+def normalize(x: Tensor, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Tensor | None = None, *,
+              rule_eps: float = 1e-10) -> Tensor:
+    """``F.normalize(x, 2, dim)`` (Swin v2's cosine attention) as exact steps, as LayerNorm's rule:
+    ``v = sum(x * x)`` (Shapley product), ``r = 1 / max(sqrt(v), eps)`` (Rescale), ``x * r`` (product,
+    ``r`` changing first: no large terms where the reference's norm is ~0)."""
+    if p != 2 or out is not None:
+        raise ValueError("deeplift: F.normalize with p=2 and no out= only")
+    if not _depends(x):
+        return F.normalize(x, p, dim, eps)
+    v = product(x, x).sum(dim, keepdim=True)
+    r = _elementwise(v, _Rsqrt(eps * eps).forward, rule_eps)
+    return product(x, r, gate=True)
 
 
 def _softmax_method(z: Tensor, dim: int = -1, dtype: torch.dtype | None = None) -> Tensor:
@@ -192,12 +247,83 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     return matmul(softmax(scores, -1), value)
 
 
+def shifted_window_attention(input: Tensor, qkv_weight: Tensor, proj_weight: Tensor,  # noqa: A002
+                             relative_position_bias: Tensor, window_size: list[int], num_heads: int,
+                             shift_size: list[int], attention_dropout: float = 0.0, dropout: float = 0.0,
+                             qkv_bias: Tensor | None = None, proj_bias: Tensor | None = None,
+                             logit_scale: Tensor | None = None, training: bool = True) -> Tensor:
+    """torchvision's Swin (v1, v2) window attention, its code with :func:`matmul`, :func:`softmax` and
+    :func:`normalize` (eval mode: no dropout)."""
+    if training and (attention_dropout or dropout):
+        raise ValueError("deeplift: Swin attention in training mode; trace the head in eval mode")
+    b, h, w, c = input.shape
+    pad_r = (window_size[1] - w % window_size[1]) % window_size[1]
+    pad_b = (window_size[0] - h % window_size[0]) % window_size[0]
+    x = F.pad(input, (0, 0, 0, pad_r, 0, pad_b))
+    _, pad_h, pad_w, _ = x.shape
+    shift_size = list(shift_size)
+    if window_size[0] >= pad_h:
+        shift_size[0] = 0
+    if window_size[1] >= pad_w:
+        shift_size[1] = 0
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+    num_windows = (pad_h // window_size[0]) * (pad_w // window_size[1])
+    x = x.view(b, pad_h // window_size[0], window_size[0], pad_w // window_size[1], window_size[1], c)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b * num_windows, window_size[0] * window_size[1], c)
+    if logit_scale is not None and qkv_bias is not None:
+        qkv_bias = qkv_bias.clone()
+        length = qkv_bias.numel() // 3
+        qkv_bias[length : 2 * length].zero_()
+    qkv = F.linear(x, qkv_weight, qkv_bias)
+    qkv = qkv.reshape(x.size(0), x.size(1), 3, num_heads, c // num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    if logit_scale is not None:  # cosine attention (v2)
+        attn = matmul(normalize(q, dim=-1), normalize(k, dim=-1).transpose(-2, -1))
+        attn = attn * torch.clamp(logit_scale, max=math.log(100.0)).exp()
+    else:
+        attn = matmul(q * (c // num_heads) ** -0.5, k.transpose(-2, -1))
+    attn = attn + relative_position_bias
+    if sum(shift_size) > 0:
+        mask = x.new_zeros((pad_h, pad_w))
+        h_slices = ((0, -window_size[0]), (-window_size[0], -shift_size[0]), (-shift_size[0], None))
+        w_slices = ((0, -window_size[1]), (-window_size[1], -shift_size[1]), (-shift_size[1], None))
+        count = 0
+        for hs in h_slices:
+            for ws in w_slices:
+                mask[hs[0] : hs[1], ws[0] : ws[1]] = count
+                count += 1
+        mask = mask.view(pad_h // window_size[0], window_size[0], pad_w // window_size[1], window_size[1])
+        mask = mask.permute(0, 2, 1, 3).reshape(num_windows, window_size[0] * window_size[1])
+        mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+        mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0).detach()
+        attn = attn.view(x.size(0) // num_windows, num_windows, num_heads, x.size(1), x.size(1))
+        attn = (attn + mask.unsqueeze(1).unsqueeze(0)).view(-1, num_heads, x.size(1), x.size(1))
+    attn = softmax(attn, -1)
+    x = matmul(attn, v).transpose(1, 2).reshape(x.size(0), x.size(1), c)
+    x = F.linear(x, proj_weight, proj_bias)
+    x = x.view(b, pad_h // window_size[0], pad_w // window_size[1], window_size[0], window_size[1], c)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, pad_h, pad_w, c)
+    if sum(shift_size) > 0:
+        x = torch.roll(x, shifts=(shift_size[0], shift_size[1]), dims=(1, 2))
+    return x[:, :h, :w, :].contiguous()
+
+
+def _swin_functions() -> dict[Callable, Callable[..., Any]]:
+    from torchvision.models import swin_transformer as swin
+
+    return {swin.shifted_window_attention: shifted_window_attention,
+            swin._patch_merging_pad: swin._patch_merging_pad}  # padding and slicing: linear
+
+
 #: module type -> function run in its place, ``fn(module, *args, **kwargs)``
 MODULE_RULES: dict[type[nn.Module], Callable[..., Any]] = {nn.MultiheadAttention: multi_head_attention}
 #: function -> the same function with the rules of this module
 FUNCTION_RULES: dict[Callable, Callable[..., Any]] = {
     torch.matmul: matmul, operator.matmul: matmul, torch.bmm: bmm, F.softmax: softmax, torch.softmax: softmax,
-    F.scaled_dot_product_attention: scaled_dot_product_attention,
+    F.scaled_dot_product_attention: scaled_dot_product_attention, torch.einsum: einsum,
+    F.normalize: normalize,
+    **_swin_functions(),
 }  # fmt: skip
 #: tensor method -> function of the tensor and the method's arguments
 METHOD_RULES: dict[str, Callable[..., Any]] = {"matmul": matmul, "bmm": bmm, "softmax": _softmax_method}

@@ -56,7 +56,7 @@ LINEAR_FUNCTIONS: set[Callable] = {
     operator.getitem,
     torch.add, torch.sub, torch.neg, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape,
     torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze, torch.mean, torch.sum, torch.chunk,
-    torch.split, torch.narrow, torch.flip, torch.roll,
+    torch.split, torch.narrow, torch.flip, torch.roll, torch.swapaxes, torch.swapdims, torch.movedim,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
     F.avg_pool3d, F.linear, F.conv1d, F.conv2d, F.conv3d, F.pad, F.interpolate, F.pixel_shuffle,
     F.pixel_unshuffle, F.channel_shuffle,
