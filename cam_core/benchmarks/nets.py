@@ -27,8 +27,11 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
+from torchvision.models import VisionTransformer
 
 ARCHS: tuple[str, ...] = ("vgg", "resnet")
+#: transformers (issue 24), trained on shapes-single only, kept apart from ``ARCHS`` (``train --all``)
+TRANSFORMER_ARCHS: tuple[str, ...] = ("vit",)
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -110,18 +113,37 @@ class ShapesResNet(nn.Sequential):
         ))
 
 
+class ShapesViT(VisionTransformer):
+    """A small ViT (torchvision's class): 8 x 8 patches of a 64 px image (an 8 x 8 token grid and a
+    class token), 4 blocks of width 32 (K = 32 maps), 4 heads. The explained layer is the token sequence
+    entering the last block (``encoder_layer_2``: the head is the last block, the final LayerNorm, the
+    class token and the classifier); ``INNER_LAYER`` enters the second (the head runs three blocks)."""
+
+    TARGET_LAYER = "encoder.layers.encoder_layer_2"
+    INNER_LAYER = "encoder.layers.encoder_layer_0"
+    MAPS = 32
+
+    def __init__(self, num_classes: int, image_size: int = 64):
+        super().__init__(image_size=image_size, patch_size=8, num_layers=4, num_heads=4, hidden_dim=self.MAPS,
+                         mlp_dim=2 * self.MAPS, num_classes=num_classes)
+
+
 def build(arch: str, num_classes: int, image_size: int = 64) -> nn.Module:
-    """A freshly initialised network of architecture ``arch`` ("vgg" or "resnet")."""
+    """A freshly initialised network of architecture ``arch`` ("vgg", "resnet" or "vit")."""
+    if arch == "vit":
+        return ShapesViT(num_classes, image_size)
     if arch == "vgg":
         return ShapesVGG(num_classes, image_size)
     if arch == "resnet":
         return ShapesResNet(num_classes, image_size)
-    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS + TRANSFORMER_ARCHS)}")
 
 
 def target_layer(arch: str) -> str:
     """Dotted name of the explained layer of ``arch``."""
-    return {"vgg": ShapesVGG.TARGET_LAYER, "resnet": ShapesResNet.TARGET_LAYER}[arch]
+    layers = {"vgg": ShapesVGG.TARGET_LAYER, "resnet": ShapesResNet.TARGET_LAYER,
+              "vit": ShapesViT.TARGET_LAYER}
+    return layers[arch]
 
 
 def state_dict_sha256(model: nn.Module | dict[str, Tensor]) -> str:

@@ -57,6 +57,9 @@ CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("shapes-single", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
     ("shapes-clutter", "vgg"): replace(_FINE_TUNE, init="shapes-multi-vgg"),
     ("shapes-clutter", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
+    # issue 24's small ViT (nets.ShapesViT), from scratch, single-label only: `train --benchmark shapes-single
+    # --arch vit` (not in --all)
+    ("shapes-single", "vit"): TrainConfig(epochs=5, batch_size=64, lr=2e-3, mask_share=0.4),
 }
 
 
@@ -244,7 +247,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every variant x architecture")
     which.add_argument("--benchmark", choices=list(generator.VARIANTS), help="one variant")
-    p.add_argument("--arch", choices=list(nets.ARCHS), default=None, help="one architecture (default: both)")
+    p.add_argument("--arch", choices=[*nets.ARCHS, *nets.TRANSFORMER_ARCHS], default=None,
+                   help="one architecture (default: vgg and resnet; vit: shapes-single only)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default; what the committed hashes are for), cuda, auto")
     p.add_argument("--seed", type=int, default=0)
