@@ -8,7 +8,7 @@ import torchvision
 from torchvision.models import SwinTransformer, VisionTransformer
 
 import cam_core as cc
-from cam_core.tokens import TokenGrid, bind_head, token_split  # also cc.TokenGrid, cc.token_split
+from cam_core.model.tokens import TokenGrid, bind_head, token_split  # also cc.TokenGrid, cc.token_split
 
 LAYER = "encoder.layers.encoder_layer_0"
 

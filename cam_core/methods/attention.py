@@ -3,7 +3,7 @@ r"""Transformer explanations from attention maps: attention rollout and Chefer e
 Neither weights activation maps: both follow how the class token attends to the patch tokens through
 every ``nn.MultiheadAttention`` of the model (torchvision ViT), from the input up, and read the class
 token's row at the patch tokens. The target layer only gives the patch grid ``(h, w)`` (a token layer,
-:mod:`cam_core.tokens`). Their ``alpha`` is all zero: the map is not ``sum_k alpha_k A_k`` (``combine``
+:mod:`cam_core.model.tokens`). Their ``alpha`` is all zero: the map is not ``sum_k alpha_k A_k`` (``combine``
 computes it); they have no local accuracy and no cosine to SHAP-CAM's ``alpha``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cam_core.attention_rules import attention_with_weights
+from cam_core.kernels.attention_rules import attention_with_weights
 from cam_core.methods.base import BaseCAM, CAMContext
 from cam_core.runtime import eval_mode
 

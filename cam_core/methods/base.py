@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.layers import resolve_layer
+from cam_core.model.layers import resolve_layer
+from cam_core.model.split import Split, split_model
+from cam_core.model.targets import as_target
+from cam_core.model.tokens import TokenGrid, TokenSpec, as_token_grid, bind_head
 from cam_core.runtime import check_grad_mode, eval_mode
-from cam_core.split import Split, split_model
-from cam_core.targets import as_target
-from cam_core.tokens import TokenGrid, TokenSpec, as_token_grid, bind_head
 
 
 @dataclass
@@ -113,7 +113,7 @@ class BaseCAM:
         tokens: how a transformer layer's token sequence ``(N, T, C)`` or channels-last output
             ``(N, H, W, C)`` is viewed as maps ``(N, C, h, w)``: None infers the grid (class / register
             tokens dropped and held fixed in the head), ``(h, w)`` or ``cc.TokenGrid(...)`` gives it,
-            False takes the output as maps as it is (:mod:`cam_core.tokens`).
+            False takes the output as maps as it is (:mod:`cam_core.model.tokens`).
     """
 
     #: the name used in the book's tables (set by each subclass)

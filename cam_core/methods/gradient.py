@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cam_core.layers import sequential_leaves
 from cam_core.methods.base import BaseCAM, CAMContext
+from cam_core.model.layers import sequential_leaves
 
 # modules that may sit between the global pool and the linear layer of a CAM head
 _PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Identity)

@@ -61,7 +61,7 @@ def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
     4-D map ``(N, K, h, w)`` with ``h * w > 1``, pools and dropouts left out: ``features`` for VGG,
     DenseNet, EfficientNet, ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3. A transformer block
     that finishes later with a token sequence whose patch tokens reach the output is preferred
-    (:func:`cam_core.tokens.last_token_layer`: ``encoder.layers.encoder_layer_10`` for ViT-B/16)."""
+    (:func:`cam_core.model.tokens.last_token_layer`: ``encoder.layers.encoder_layer_10`` for ViT-B/16)."""
     done: list[str] = []
     names = {m: name for name, m in model.named_modules() if name}
 
@@ -81,7 +81,7 @@ def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
             h.remove()
         for m, flag in was_training:
             m.training = flag
-    from cam_core.tokens import last_token_layer  # a transformer's token layer, if later (issue 24)
+    from cam_core.model.tokens import last_token_layer  # a transformer's token layer, if later (issue 24)
 
     token = last_token_layer(model, x, after=done[-1] if done else None)
     if token is not None:

@@ -1,4 +1,4 @@
-r"""DeepLIFT through a ``torch.fx.GraphModule`` head (the traced heads of :mod:`cam_core.graph_split`).
+r"""DeepLIFT through a ``torch.fx.GraphModule`` head (the traced heads of :mod:`cam_core.model.graph_split`).
 
 A traced head holds functional operations as well as modules: ``F.relu(x, inplace=True)``
 (DenseNet), ``operator.add`` (residuals), ``operator.mul`` (squeeze-and-excitation ``x * s(x)``,
@@ -7,12 +7,13 @@ Hooks cannot see functions, so the head is run node by node (a ``torch.fx.Interp
 node whose tensor inputs depend on A (they require grad: the kernel switches the parameters' off)
 is classified:
 
-- a module: its rule from the kernel's table (:data:`cam_core.deeplift_rules.RULES`), or it is in
-  :data:`~cam_core.deeplift_rules.LINEAR_MODULES`, or an error names it;
+- a module: its rule from the kernel's table (:data:`cam_core.kernels.deeplift_rules.RULES`), or it is in
+  :data:`~cam_core.kernels.deeplift_rules.LINEAR_MODULES`, or an error names it;
 - an elementwise non-linear function (:data:`ELEMENTWISE`): the Rescale rule, computed out of place;
 - ``F.max_pool*d`` / ``F.layer_norm``: the module rules, read from the call's arguments;
-- attention (``nn.MultiheadAttention``, ``matmul``, ``softmax``, ...): :mod:`cam_core.attention_rules`;
-- a product of two A-dependent tensors: :func:`~cam_core.deeplift_rules.product`; a product with,
+- attention (``nn.MultiheadAttention``, ``matmul``, ``softmax``, ...):
+  :mod:`cam_core.kernels.attention_rules`;
+- a product of two A-dependent tensors: :func:`~cam_core.kernels.deeplift_rules.product`; a product with,
   or a division by, something that does not depend on A is linear;
 - a linear function (:data:`LINEAR_FUNCTIONS`, :data:`LINEAR_METHODS`): run as is (chain rule);
 - anything else: ``ValueError`` naming the operation and how to declare it.
@@ -31,8 +32,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
-from cam_core.attention_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
-from cam_core.deeplift_rules import LINEAR_MODULES, Rule, RuleFunction, layer_norm, maxpool, product, rescale
+from cam_core.kernels.attention_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
+from cam_core.kernels.deeplift_rules import (
+    LINEAR_MODULES,
+    Rule,
+    RuleFunction,
+    layer_norm,
+    maxpool,
+    product,
+    rescale,
+)
 
 __all__ = ["run_graph", "ELEMENTWISE", "LINEAR_FUNCTIONS", "LINEAR_METHODS"]
 
@@ -88,7 +97,8 @@ def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any) -> Any:
 
 
 class _Pool:
-    """The attributes :func:`~cam_core.deeplift_rules.maxpool` reads, from an ``F.max_poolNd`` call."""
+    """The attributes :func:`~cam_core.kernels.deeplift_rules.maxpool` reads, from an ``F.max_poolNd``
+    call."""
 
     def __init__(self, args: tuple, kwargs: dict) -> None:
         self.kernel_size = _arg(args, kwargs, 1, "kernel_size", None)
@@ -99,7 +109,8 @@ class _Pool:
 
 
 class _Norm:
-    """The attributes :func:`~cam_core.deeplift_rules.layer_norm` reads, from an ``F.layer_norm`` call."""
+    """The attributes :func:`~cam_core.kernels.deeplift_rules.layer_norm` reads, from an ``F.layer_norm``
+    call."""
 
     def __init__(self, args: tuple, kwargs: dict) -> None:
         self.normalized_shape = tuple(_arg(args, kwargs, 1, "normalized_shape", None))
@@ -122,7 +133,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         if not _depends((args, kwargs)):
             return module(*args, **kwargs)
         kind = type(module)
-        if kind in MODULE_RULES:  # attention: run as functions with rules (cam_core.attention_rules)
+        if kind in MODULE_RULES:  # attention: run as functions with rules (cam_core.kernels.attention_rules)
             return MODULE_RULES[kind](module, *args, **kwargs)
         if kind in self.table:
             return self._rule(args[0], module.forward, module, self.table[kind])
@@ -131,8 +142,9 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         raise ValueError(
             f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} ({target!r} in the traced "
             "head). "
-            "If it is linear, add it to cam_core.rescale.LINEAR_MODULES; otherwise register a rule, e.g. "
-            f"cam_core.rescale.register_rule({kind.__qualname__}, cam_core.rescale.rescale) for an "
+            "If it is linear, add it to cam_core.kernels.rescale.LINEAR_MODULES; otherwise register a rule, "
+            f"e.g. cam_core.kernels.rescale.register_rule({kind.__qualname__}, "
+            "cam_core.kernels.rescale.rescale) for an "
             "elementwise non-linearity, or pass rules={...} to deeplift()."
         )
 
@@ -140,7 +152,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         if not _depends((args, kwargs)):
             return target(*args, **kwargs)
         rest = {k: v for k, v in kwargs.items() if k != "inplace"}
-        if target in FUNCTION_RULES:  # matmul, softmax, attention (cam_core.attention_rules)
+        if target in FUNCTION_RULES:  # matmul, softmax, attention (cam_core.kernels.attention_rules)
             return FUNCTION_RULES[target](*args, **kwargs)
         if target in ELEMENTWISE:
             fn, extra = ELEMENTWISE[target], args[1:]
@@ -188,8 +200,8 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
         raise ValueError(
             f"deeplift has no rule for the function {name} in the traced head. If it is affine in its "
-            "tensor arguments, add it to cam_core.deeplift_graph.LINEAR_FUNCTIONS; if it is an elementwise "
-            "non-linearity, add it to cam_core.deeplift_graph.ELEMENTWISE."
+            "tensor arguments, add it to cam_core.kernels.deeplift_graph.LINEAR_FUNCTIONS; if it is an "
+            "elementwise non-linearity, add it to cam_core.kernels.deeplift_graph.ELEMENTWISE."
         )
 
     def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
@@ -209,7 +221,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
             return getattr(args[0], target)(*args[1:], **kwargs)
         raise ValueError(
             f"deeplift has no rule for the tensor method .{target}() in the traced head. If it is "
-            "affine, add its name to cam_core.deeplift_graph.LINEAR_METHODS."
+            "affine, add its name to cam_core.kernels.deeplift_graph.LINEAR_METHODS."
         )
 
 

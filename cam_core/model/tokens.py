@@ -251,7 +251,7 @@ def token_split(model: nn.Module, target_layer: str | nn.Module, x: Tensor,
                 tokens: TokenSpec = None) -> tuple[nn.Module, nn.Module]:
     """``(body, head)`` of ``model`` at a token layer, as maps: ``body(x)`` is ``(N, C, h, w)`` and
     ``head(body(x)) == model(x)`` bit for bit, the head bound to ``x``'s class / register tokens."""
-    from cam_core.split import split_model  # the split comes from the layer below
+    from cam_core.model.split import split_model  # the split comes from the layer below
 
     body, head = split_model(model, target_layer)
     grid = as_token_grid(tokens)

@@ -5,7 +5,8 @@ non-linearity beyond the elementwise ones (GELU) and LayerNorm the kernel alread
 
 - :func:`matmul`, ``a @ b`` with both factors depending on A (``Q K^T``, ``attention @ V``): the
   Shapley split of a bilinear map between its two factors, the matrix form of the squeeze-excitation
-  product rule (:func:`cam_core.deeplift_rules.product`): ``m_a = (b + b0) / 2``, ``m_b = (a + a0) / 2``,
+  product rule (:func:`cam_core.kernels.deeplift_rules.product`): ``m_a = (b + b0) / 2``,
+  ``m_b = (a + a0) / 2``,
   so ``da @ (b + b0)/2 + (a + a0)/2 @ db = a b - a0 b0`` exactly. For a head bilinear in the maps
   with the zero reference, this is the exact Shapley value of each map (tests).
 - :func:`softmax`, written ``exp(z - lse(z))`` with ``lse(z) = c + log(sum(exp(z - c)))``: every step is
@@ -17,8 +18,8 @@ non-linearity beyond the elementwise ones (GELU) and LayerNorm the kernel alread
 :func:`multi_head_attention` runs ``nn.MultiheadAttention`` (self- or cross-attention, batch first or
 not, no masks) as linear projections, :func:`matmul` and :func:`softmax`; the traced head runs
 every module of :data:`MODULE_RULES`, function of :data:`FUNCTION_RULES` and tensor method of
-:data:`METHOD_RULES` through these (``cam_core.deeplift_graph``), a plain head through a forward
-hook (``cam_core.rescale``).
+:data:`METHOD_RULES` through these (``cam_core.kernels.deeplift_graph``), a plain head through a forward
+hook (``cam_core.kernels.rescale``).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.deeplift_rules import RuleFunction, product, rescale
+from cam_core.kernels.deeplift_rules import RuleFunction, product, rescale
 
 __all__ = ["matmul", "einsum", "softmax", "normalize", "multi_head_attention", "attention_with_weights",
            "shifted_window_attention", "MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES"]
