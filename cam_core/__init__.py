@@ -52,7 +52,7 @@ _EXPORTS: dict[str, str] = {
     "layer_names": "cam_core.model.layers",
     "last_map_layer": "cam_core.model.layers",
     "TokenGrid": "cam_core.model.tokens",
-    "token_split": "cam_core.model.tokens",
+    "token_split": "cam_core.model.token_split",
     # kernels
     "deeplift": "cam_core.kernels.rescale",
     # runtime

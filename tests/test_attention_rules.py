@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 import cam_core as cc
 from cam_core.kernels.attention_rules import multi_head_attention
-from cam_core.model.tokens import token_split
+from cam_core.model.token_split import token_split
 
 torch.set_default_dtype(torch.float32)
 

@@ -8,7 +8,8 @@ import torchvision
 from torchvision.models import SwinTransformer, VisionTransformer
 
 import cam_core as cc
-from cam_core.model.tokens import TokenGrid, bind_head, token_split  # also cc.TokenGrid, cc.token_split
+from cam_core.model.token_split import token_split  # also cc.token_split
+from cam_core.model.tokens import TokenGrid, bind_head  # also cc.TokenGrid
 
 LAYER = "encoder.layers.encoder_layer_0"
 

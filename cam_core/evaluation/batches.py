@@ -62,7 +62,7 @@ def _run_batch(
     opts: dict[str, Any],
 ) -> dict:
     """All metrics of all methods on one batch: {"rows": {column: list}, "timings": {method: s}}."""
-    from cam_core.model.tokens import token_split
+    from cam_core.model.token_split import token_split
 
     model = bench.model_for(batch)
     x = batch.x  # (B, C, H, W)

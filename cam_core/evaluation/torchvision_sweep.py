@@ -40,7 +40,7 @@ from cam_core.kernels.rescale import deeplift
 from cam_core.methods.gradient import GradCAM
 from cam_core.methods.lift import LiftCAM
 from cam_core.model.layers import last_map_layer
-from cam_core.model.tokens import token_split
+from cam_core.model.token_split import token_split
 
 __all__ = ["cnn_classifiers", "transformer_classifiers", "transformer_cuts", "sweep_one",
            "head_is_piecewise_linear", "PIECEWISE_LINEAR_TOL"]

@@ -14,7 +14,8 @@ wants ``A`` as ``(N, K, h, w)``: :class:`TokenGrid` says how to view one as the 
 context, so that ``bind_head(head, grid, ctx)(grid.to_map(t)) == head(t)`` bit for bit; a traced head
 (``torch.fx.GraphModule``) stays a traced head, so DeepLIFT still runs it node by node. The base class
 of the CAM methods does this for every method (``tokens=`` argument); :func:`token_split` does it for
-one batch by hand.
+one batch by hand
+(:mod:`cam_core.model.token_split`).
 
 The grid is inferred: the model's ``patch_size`` (torchvision ViT) with the image size gives ``(h, w)``;
 otherwise the smallest prefix ``P`` that leaves ``T - P`` tokens on a grid of the image's aspect
@@ -31,7 +32,7 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-__all__ = ["TokenGrid", "as_token_grid", "bind_head", "token_split", "last_token_layer", "TokenSpec"]
+__all__ = ["TokenGrid", "as_token_grid", "bind_head", "last_token_layer", "TokenSpec"]
 
 #: how many leading non-grid tokens :meth:`TokenGrid.resolve` tries (class + registers)
 MAX_PREFIX = 16
@@ -245,29 +246,6 @@ def bind_head(head: nn.Module, grid: TokenGrid, context: Tensor | None) -> nn.Mo
     bound = torch.fx.GraphModule(root, graph, class_name=type(head).__name__ + "Tokens")
     bound.token_grid = grid
     return bound
-
-
-def token_split(model: nn.Module, target_layer: str | nn.Module, x: Tensor,
-                tokens: TokenSpec = None) -> tuple[nn.Module, nn.Module]:
-    """``(body, head)`` of ``model`` at a token layer, as maps: ``body(x)`` is ``(N, C, h, w)`` and
-    ``head(body(x)) == model(x)`` bit for bit, the head bound to ``x``'s class / register tokens."""
-    from cam_core.model.split import split_model  # the split comes from the layer below
-
-    body, head = split_model(model, target_layer)
-    grid = as_token_grid(tokens)
-    with torch.no_grad():
-        out = body(x)
-    grid = (grid or TokenGrid(layout="nchw")).resolve(out, tuple(x.shape[-2:]), model, repr(target_layer))
-    return _TokenBody(body, grid), bind_head(head, grid, grid.context(out))
-
-
-class _TokenBody(nn.Module):
-    def __init__(self, body: nn.Module, grid: TokenGrid) -> None:
-        super().__init__()
-        self.body, self.grid = body, grid
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.grid.to_map(self.body(x))
 
 
 # ---- choosing a transformer's layer -------------------------------------------------------------
