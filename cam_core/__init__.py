@@ -36,11 +36,14 @@ _EXPORTS: dict[str, str] = {
     "LIMECAM": "cam_core.methods.attribution",
     "DeepSHAPCAM": "cam_core.methods.attribution",
     "KernelSHAPCAM": "cam_core.methods.attribution",
+    "AttentionRollout": "cam_core.methods.attention",
+    "CheferRelevance": "cam_core.methods.attention",
     "METHODS": "cam_core.methods.registry",
     "PAPER_METHODS": "cam_core.methods.registry",
     "SANITY_MAPS": "cam_core.evaluation.reference_maps",
     "RECENT_METHODS": "cam_core.methods.registry",
     "SUPPLEMENT_METHODS": "cam_core.methods.registry",
+    "TRANSFORMER_METHODS": "cam_core.methods.registry",
     "get_method": "cam_core.methods.registry",
     # model split and layers
     "split_model": "cam_core.model.split",
@@ -48,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "resolve_layer": "cam_core.model.layers",
     "layer_names": "cam_core.model.layers",
     "last_map_layer": "cam_core.model.layers",
+    "TokenGrid": "cam_core.model.tokens",
+    "token_split": "cam_core.model.token_split",
     # kernels
     "deeplift": "cam_core.kernels.rescale",
     # runtime

@@ -62,7 +62,8 @@ def resnet_like(seed: int = 0) -> nn.Sequential:
 
 def _methods() -> list[str]:
     # SHAP-CAM's estimate depends on how its orderings are drawn per batch: tested in its own file
-    return [name for name in cc.METHODS if name not in ("SHAP-CAM", "CAM")]
+    # the transformer methods read nn.MultiheadAttention maps: tested on ViTs (test_attention_methods.py)
+    return [name for name in cc.METHODS if name not in ("SHAP-CAM", "CAM", *cc.TRANSFORMER_METHODS)]
 
 
 def _make(name: str, model: nn.Module, layer: str, **kw) -> BaseCAM:

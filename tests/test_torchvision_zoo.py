@@ -12,7 +12,13 @@ import torchvision
 from torch import nn
 
 import cam_core as cc
-from cam_core.evaluation.torchvision_sweep import PIECEWISE_LINEAR_TOL, cnn_classifiers, sweep_one
+from cam_core.evaluation.torchvision_sweep import (
+    PIECEWISE_LINEAR_TOL,
+    cnn_classifiers,
+    sweep_one,
+    transformer_classifiers,
+    transformer_cuts,
+)
 from cam_core.model.layers import last_map_layer
 
 #: documented bound (README, "Explaining any torchvision CNN") for heads that are not piecewise linear
@@ -98,3 +104,30 @@ def test_traced_head_does_not_write_into_the_callers_activations() -> None:
 @pytest.mark.parametrize("arch", cnn_classifiers())
 def test_sweep_every_cnn_classifier_at_224(arch: str) -> None:
     _check(sweep_one(arch, size=224))
+
+
+# ---- transformers (issue 24 item 4) -----------------------------------------------------------------
+def test_12_transformer_classifiers_and_their_cuts() -> None:
+    names = transformer_classifiers()
+    assert len(names) == 12 and {"vit_b_16", "swin_t", "swin_v2_t", "maxvit_t", "vit_h_14"} <= set(names)
+    assert transformer_cuts("vit_b_16") == [None] and transformer_cuts("swin_v2_s") == [None, "features.5"]
+
+
+@pytest.mark.parametrize("arch", ["vit_b_16", "swin_t", pytest.param("swin_v2_t", marks=pytest.mark.slow),
+                                  pytest.param("maxvit_t", marks=pytest.mark.slow)])  # MaxViT: 224 px
+def test_one_transformer_per_family(arch: str) -> None:
+    for layer in transformer_cuts(arch):
+        row = sweep_one(arch, size=64, layer=layer)  # ViT: the same network on a 4x4 patch grid
+        _check(row)
+        assert row["delta_rel_f64"] < 1e-10, row  # attention, LayerNorm, GELU: exact rules
+        if arch == "vit_b_16":
+            assert row["layer"] == "encoder.layers.encoder_layer_10" and row["maps"] == "768x4x4"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "layer"),
+                         [(a, cut) for a in transformer_classifiers() for cut in transformer_cuts(a)])
+def test_sweep_every_transformer_classifier_at_224(arch: str, layer: str | None) -> None:
+    row = sweep_one(arch, size=224, layer=layer)
+    _check(row)
+    assert row["delta_rel_f64"] < 1e-10, row

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import cam_core as cc
 from cam_core.benchmarks import checkpoints, generator, nets, scores, store, synthetic, training
@@ -70,6 +71,23 @@ def test_report_counts_saturated_softmax():
 
 
 # ---- the networks -----------------------------------------------------------------------------------------
+def test_vit_net_splits_at_its_token_layers_and_starts_from_the_resnet_stem():
+    torch.manual_seed(0)
+    model = nets.build("vit", 12).eval()
+    nn.init.normal_(model.heads.head.weight)
+    x = torch.rand(2, 3, 64, 64)
+    for layer in (nets.target_layer("vit"), nets.ShapesViT.INNER_LAYER):
+        body, head = cc.token_split(model, layer, x)
+        with torch.no_grad():
+            assert body(x).shape == (2, 32, 8, 8) and torch.equal(head(body(x)), model(x))
+    assert cc.last_map_layer(model, x) == nets.target_layer("vit")
+    resnet = nets.build("resnet", 12)
+    model.load_init(resnet.state_dict())
+    assert torch.equal(model.conv_proj.layer2.conv1.weight, resnet.layer2.conv1.weight)
+    with pytest.raises(ValueError, match="lacks"):
+        model.load_init({})
+
+
 @pytest.mark.parametrize("arch", nets.ARCHS)
 def test_nets_split_at_their_target_layer(arch):
     model = nets.build(arch, 12).eval()
@@ -236,7 +254,7 @@ MAX_SATURATED = 0.30  # at most this share of top-1 softmax scores above 0.99 (i
 
 
 def test_every_model_is_committed():
-    expected = sorted(f"{v}-{a}" for v in generator.VARIANTS for a in nets.ARCHS)
+    expected = sorted([*(f"{v}-{a}" for v in generator.VARIANTS for a in nets.ARCHS), "shapes-single-vit"])
     assert sorted(k for k, _ in COMMITTED) == expected
 
 

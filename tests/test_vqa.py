@@ -148,6 +148,8 @@ def test_every_method_runs_on_the_bound_model(model, batch):
     bound = model.bind(batch.extra["question"])
     assert {*cc.PAPER_METHODS, "SHAP-CAM"} <= set(cc.METHODS)
     for name, cls in cc.METHODS.items():
+        if name in cc.TRANSFORMER_METHODS:  # read nn.MultiheadAttention maps: no attention here
+            continue
         if name == "CAM":
             with pytest.raises(ValueError, match="global average pool"):
                 cls(bound, LAYER)(batch.x)

@@ -113,8 +113,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def load_model(variant: str, arch: str, data_dir: Path, device: torch.device | str = "cpu") -> nn.Module:
     """The trained classifier (eval mode, on ``device``). A missing checkpoint is a clear error
     (:func:`cam_core.benchmarks.synthetic.load_model` can train it instead); so is an old one."""
-    if arch not in nets.ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(nets.ARCHS)}")
+    if arch not in nets.ARCHS + nets.TRANSFORMER_ARCHS:
+        valid = ", ".join(nets.ARCHS + nets.TRANSFORMER_ARCHS)
+        raise ValueError(f"unknown arch {arch!r}; choose one of {valid}")
     path = checkpoint_path(data_dir, variant, arch)
     if not path.exists():
         raise ValueError(

@@ -27,8 +27,11 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
+from torchvision.models import VisionTransformer
 
 ARCHS: tuple[str, ...] = ("vgg", "resnet")
+#: transformers (issue 24), trained on shapes-single only, kept apart from ``ARCHS`` (``train --all``)
+TRANSFORMER_ARCHS: tuple[str, ...] = ("vit",)
 
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
@@ -110,18 +113,53 @@ class ShapesResNet(nn.Sequential):
         ))
 
 
+class ShapesViT(VisionTransformer):
+    """A small hybrid ViT (Dosovitskiy et al., ICLR 2021, Sec. 3.1 "hybrid architecture"; torchvision's
+    class): the patch embedding is a CNN stem, the ResNet-style model's ``stem``, ``layer1`` and
+    ``layer2`` (an 8 x 8 grid of 64-channel features at 64 px) and a 1 x 1 projection to width 32; then a
+    class token and 4 transformer blocks of width 32 (K = 32 maps), 4 heads. Trained from the committed
+    ResNet-style model's stem (:meth:`load_init`): a plain ViT did not leave chance level within the
+    CPU minutes of the embedded benchmark. The explained layer is the token sequence entering the last
+    block (``encoder_layer_2``: the head is the last block, the final LayerNorm, the class token and the
+    classifier); ``INNER_LAYER`` enters the second block (the head runs three)."""
+
+    TARGET_LAYER = "encoder.layers.encoder_layer_2"
+    INNER_LAYER = "encoder.layers.encoder_layer_0"
+    MAPS = 32
+    STEM = ("stem", "layer1", "layer2")
+
+    def __init__(self, num_classes: int, image_size: int = 64):
+        super().__init__(image_size=image_size, patch_size=8, num_layers=4, num_heads=4, hidden_dim=self.MAPS,
+                         mlp_dim=2 * self.MAPS, num_classes=num_classes)
+        cnn = ShapesResNet(num_classes, image_size)
+        self.conv_proj = nn.Sequential(OrderedDict(
+            [*((name, getattr(cnn, name)) for name in self.STEM),  # (N, 64, S/8, S/8)
+             ("proj", nn.Conv2d(64, self.MAPS, 1))]))  # (N, 32, S/8, S/8): the patch tokens
+
+    def load_init(self, state: dict[str, Tensor]) -> None:
+        """Start from a trained ResNet-style model's state dict: its stem, layer1 and layer2."""
+        own = {k: v for k, v in state.items() if k.split(".")[0] in self.STEM}
+        missing = self.conv_proj.load_state_dict(own, strict=False).missing_keys
+        if [k for k in missing if not k.startswith("proj.")]:
+            raise ValueError(f"ShapesViT.load_init: the state dict lacks {missing}; pass a ShapesResNet's")
+
+
 def build(arch: str, num_classes: int, image_size: int = 64) -> nn.Module:
-    """A freshly initialised network of architecture ``arch`` ("vgg" or "resnet")."""
+    """A freshly initialised network of architecture ``arch`` ("vgg", "resnet" or "vit")."""
+    if arch == "vit":
+        return ShapesViT(num_classes, image_size)
     if arch == "vgg":
         return ShapesVGG(num_classes, image_size)
     if arch == "resnet":
         return ShapesResNet(num_classes, image_size)
-    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS + TRANSFORMER_ARCHS)}")
 
 
 def target_layer(arch: str) -> str:
     """Dotted name of the explained layer of ``arch``."""
-    return {"vgg": ShapesVGG.TARGET_LAYER, "resnet": ShapesResNet.TARGET_LAYER}[arch]
+    layers = {"vgg": ShapesVGG.TARGET_LAYER, "resnet": ShapesResNet.TARGET_LAYER,
+              "vit": ShapesViT.TARGET_LAYER}
+    return layers[arch]
 
 
 def state_dict_sha256(model: nn.Module | dict[str, Tensor]) -> str:

@@ -103,8 +103,9 @@ def _load(variant: str, data_dir: str | os.PathLike[str] | None = None, device: 
     if kwargs:
         raise ValueError(f"unexpected arguments for {variant}: {', '.join(kwargs)}; "
                          "accepted: data_dir, device, arch, train_if_missing, seed, n_test")
-    if arch not in nets.ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(nets.ARCHS)}")
+    if arch not in nets.ARCHS + nets.TRANSFORMER_ARCHS:
+        valid = ", ".join(nets.ARCHS + nets.TRANSFORMER_ARCHS)
+        raise ValueError(f"unknown arch {arch!r}; choose one of {valid}")
     root = store.resolve_data_dir(data_dir)
     device = torch.device(device)
     model = load_model(variant, arch, root, device, train_if_missing)

@@ -57,6 +57,10 @@ CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("shapes-single", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
     ("shapes-clutter", "vgg"): replace(_FINE_TUNE, init="shapes-multi-vgg"),
     ("shapes-clutter", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
+    # issue 24's small ViT (nets.ShapesViT), from scratch, single-label only: `train --benchmark shapes-single
+    # --arch vit` (not in --all)
+    ("shapes-single", "vit"): TrainConfig(epochs=3, batch_size=64, lr=2e-3, mask_share=0.4,
+                                          init="shapes-single-resnet"),
 }
 
 
@@ -126,7 +130,7 @@ def train(variant: str, arch: str, seed: int = 0, device: torch.device | str = "
                                  f"({init_path}); train it first (`python -m cam_core train --benchmark "
                                  f"{init_variant} --arch {init_arch}`), or use `train --all`")
             init_ckpt = checkpoints.read_checkpoint(init_path)
-            model.load_state_dict(init_ckpt["state_dict"])
+            getattr(model, "load_init", model.load_state_dict)(init_ckpt["state_dict"])  # ViT: its stem
             init_sha = init_ckpt["record"]["sha256"]
         model = model.to(device).to(memory_format=torch.channels_last)
         g = torch.Generator().manual_seed(seed)
@@ -244,7 +248,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every variant x architecture")
     which.add_argument("--benchmark", choices=list(generator.VARIANTS), help="one variant")
-    p.add_argument("--arch", choices=list(nets.ARCHS), default=None, help="one architecture (default: both)")
+    p.add_argument("--arch", choices=[*nets.ARCHS, *nets.TRANSFORMER_ARCHS], default=None,
+                   help="one architecture (default: vgg and resnet; vit: shapes-single only)")
     p.add_argument("--device", default="cpu",
                    help="cpu (default; what the committed hashes are for), cuda, auto")
     p.add_argument("--seed", type=int, default=0)

@@ -62,7 +62,7 @@ def _run_batch(
     opts: dict[str, Any],
 ) -> dict:
     """All metrics of all methods on one batch: {"rows": {column: list}, "timings": {method: s}}."""
-    from cam_core.model.split import split_model
+    from cam_core.model.token_split import token_split
 
     model = bench.model_for(batch)
     x = batch.x  # (B, C, H, W)
@@ -78,7 +78,7 @@ def _run_batch(
     head = None
     if "local_accuracy" in metrics:
         try:
-            head = split_model(model, bench.target_layer).head
+            head = token_split(model, bench.target_layer, x)[1]  # a token layer: its head of maps
         except ValueError:
             head = None
     rows: dict[str, list] = {"image": [], "method": [], "metric": [], "value": [], "target": []}

@@ -13,6 +13,16 @@ to ~1e-9): there the float32 difference is rounding noise and ``delta_rel`` is n
 Reproduce the committed table (CPU, ~1 h on 2 busy cores)::
 
     nice -n 10 python -m cam_core.evaluation.torchvision_sweep --out results/issue13_sweep.csv
+
+Transformers (issue 24): ``--transformers`` sweeps the 12 transformer classifiers (ViT, Swin, Swin v2,
+MaxViT) instead, at their :func:`~cam_core.model.layers.last_map_layer` (ViT: the token sequence entering
+the last block, viewed as maps by :mod:`cam_core.model.tokens`) and, for Swin and MaxViT, whose last map's
+head has no attention, also at an inner stage (:data:`INNER_LAYERS`: the head then runs window
+attention). A classifier that torchvision starts at zero (ViT's ``heads.head``: constant logits, every map
+0) is drawn from N(0, 0.02^2) first. The committed table: ``results/issue24_transformer_sweep.csv``::
+
+    nice -n 10 python -m cam_core.evaluation.torchvision_sweep --transformers \
+        --out results/issue24_transformer_sweep.csv
 """
 from __future__ import annotations
 
@@ -30,16 +40,19 @@ from cam_core.kernels.rescale import deeplift
 from cam_core.methods.gradient import GradCAM
 from cam_core.methods.lift import LiftCAM
 from cam_core.model.layers import last_map_layer
-from cam_core.model.split import split_model
+from cam_core.model.token_split import token_split
 
-__all__ = ["cnn_classifiers", "sweep_one", "head_is_piecewise_linear", "PIECEWISE_LINEAR_TOL"]
+__all__ = ["cnn_classifiers", "transformer_classifiers", "transformer_cuts", "sweep_one",
+           "head_is_piecewise_linear", "PIECEWISE_LINEAR_TOL"]
 
 #: summation-to-delta tolerance on piecewise-linear heads (issue 13), relative to |F^c(A) - F^c(0)|
 PIECEWISE_LINEAR_TOL = 1e-4
 #: torchvision classifiers that are not CNNs (transformers); maxvit_t mixes both and is left out too
 NOT_CNN = ("vit_", "swin_", "maxvit_")
 #: smallest input each family accepts (Inception v3 needs 75 px)
-MIN_SIZE = {"inception_v3": 139}  # below it Mixed_7c's maps are 1x1
+MIN_SIZE = {"inception_v3": 139, "maxvit_t": 224}  # below: Mixed_7c's maps 1x1; MaxViT's 7x7 partitions
+#: inner stages of the transformers whose last map's head has no attention (their head then runs it)
+INNER_LAYERS = {"swin_": "features.5", "maxvit_": "blocks.2"}
 
 _PL_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.Hardtanh, nn.MaxPool1d, nn.MaxPool2d,
                nn.MaxPool3d)
@@ -51,6 +64,26 @@ def cnn_classifiers() -> list[str]:
     """The 68 CNN classifiers of ``torchvision.models`` (transformers left out)."""
     names = torchvision.models.list_models(module=torchvision.models)
     return [n for n in names if not n.startswith(NOT_CNN)]
+
+
+def transformer_classifiers() -> list[str]:
+    """The 12 transformer classifiers of ``torchvision.models`` (ViT, Swin, Swin v2, MaxViT)."""
+    return [n for n in torchvision.models.list_models(module=torchvision.models) if n.startswith(NOT_CNN)]
+
+
+def transformer_cuts(arch: str) -> list[str | None]:
+    """The layers the sweep cuts ``arch`` at: its last map layer (None), and an inner stage where the
+    last map's head has no attention (Swin, MaxViT)."""
+    return [None, *(layer for prefix, layer in INNER_LAYERS.items() if arch.startswith(prefix))]
+
+
+def _build(arch: str, size: int) -> nn.Module:
+    kwargs = {"image_size": size} if arch.startswith("vit_") else {}  # ViT's position embedding is sized
+    model = torchvision.models.get_model(arch, weights=None, **kwargs).eval()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears and not linears[-1].weight.any():  # ViT's classifier starts at zero: constant logits
+        nn.init.normal_(linears[-1].weight, std=0.02)
+    return model
 
 
 def head_is_piecewise_linear(head: nn.Module) -> bool:
@@ -69,16 +102,17 @@ def head_is_piecewise_linear(head: nn.Module) -> bool:
 
 
 def sweep_one(arch: str, size: int = 224, seed: int = 0, target: int = 1,
-              float64: bool = True) -> dict[str, object]:
-    """Build ``arch`` (random weights), split it at its last 4-D layer, run LIFT-CAM and Grad-CAM
-    (``float64=False`` skips the float64 re-run: ``delta_rel_f64`` is then NaN)."""
+              float64: bool = True, layer: str | None = None) -> dict[str, object]:
+    """Build ``arch`` (random weights), split it at ``layer`` (default: its last map layer; a token
+    layer is viewed as maps), run LIFT-CAM and Grad-CAM (``float64=False`` skips the float64 re-run:
+    ``delta_rel_f64`` is then NaN)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
-    model = torchvision.models.get_model(arch, weights=None).eval()
     size = max(size, MIN_SIZE.get(arch, 0))
+    model = _build(arch, size)
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    layer = last_map_layer(model, x)
-    body, head = split_model(model, layer)
+    layer = layer or last_map_layer(model, x)
+    body, head = token_split(model, layer, x)
     seen: dict[str, torch.Tensor] = {}
     handle = model.get_submodule(layer).register_forward_hook(
         lambda _m, _i, out: seen.setdefault("a", out.clone()))
@@ -86,7 +120,8 @@ def sweep_one(arch: str, size: int = 224, seed: int = 0, target: int = 1,
         with torch.no_grad():
             logits = model(x)
             a = body(x)
-            split_exact = torch.equal(a, seen["a"]) and torch.equal(head(a.clone()), logits)
+            split_exact = (torch.equal(a, body.grid.to_map(seen["a"]))
+                           and torch.equal(head(a.clone()), logits))
             f0 = head(torch.zeros_like(a))[:, target]
     finally:
         handle.remove()
@@ -98,6 +133,7 @@ def sweep_one(arch: str, size: int = 224, seed: int = 0, target: int = 1,
     delta64, scale64 = torch.full((1,), float("nan")), torch.ones(1)
     if float64:
         model.double()  # the model is ours: float64 copy of the same weights for the rules' own error
+        head = token_split(model, layer, x.double())[1]  # class tokens in float64
         with torch.no_grad():
             a64 = a.double()
             scale64 = (head(a64.clone()) - head(torch.zeros_like(a64)))[:, target].abs()
@@ -125,11 +161,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/issue13_sweep.csv"))
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--only", nargs="*", help="model names (default: all CNN classifiers)")
+    parser.add_argument("--transformers", action="store_true",
+                        help="the transformer classifiers (ViT, Swin, MaxViT) instead, with their inner cuts")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
-    for arch in args.only or cnn_classifiers():
-        row = sweep_one(arch, args.size)
+    archs = args.only or (transformer_classifiers() if args.transformers else cnn_classifiers())
+    cuts = [(a, cut) for a in archs for cut in (transformer_cuts(a) if args.transformers else [None])]
+    for arch, layer in cuts:
+        row = sweep_one(arch, args.size, layer=layer)
         print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ is classified:
   :data:`~cam_core.kernels.deeplift_rules.LINEAR_MODULES`, or an error names it;
 - an elementwise non-linear function (:data:`ELEMENTWISE`): the Rescale rule, computed out of place;
 - ``F.max_pool*d`` / ``F.layer_norm``: the module rules, read from the call's arguments;
+- attention (``nn.MultiheadAttention``, ``matmul``, ``softmax``, ...):
+  :mod:`cam_core.kernels.attention_rules`;
 - a product of two A-dependent tensors: :func:`~cam_core.kernels.deeplift_rules.product`; a product with,
   or a division by, something that does not depend on A is linear;
 - a linear function (:data:`LINEAR_FUNCTIONS`, :data:`LINEAR_METHODS`): run as is (chain rule);
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
+from cam_core.kernels.attention_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
 from cam_core.kernels.deeplift_rules import (
     LINEAR_MODULES,
     Rule,
@@ -62,7 +65,7 @@ LINEAR_FUNCTIONS: set[Callable] = {
     operator.getitem,
     torch.add, torch.sub, torch.neg, torch.cat, torch.concat, torch.stack, torch.flatten, torch.reshape,
     torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze, torch.mean, torch.sum, torch.chunk,
-    torch.split, torch.narrow, torch.flip, torch.roll,
+    torch.split, torch.narrow, torch.flip, torch.roll, torch.swapaxes, torch.swapdims, torch.movedim,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.avg_pool1d, F.avg_pool2d,
     F.avg_pool3d, F.linear, F.conv1d, F.conv2d, F.conv3d, F.pad, F.interpolate, F.pixel_shuffle,
     F.pixel_unshuffle, F.channel_shuffle,
@@ -130,6 +133,8 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         if not _depends((args, kwargs)):
             return module(*args, **kwargs)
         kind = type(module)
+        if kind in MODULE_RULES:  # attention: run as functions with rules (cam_core.kernels.attention_rules)
+            return MODULE_RULES[kind](module, *args, **kwargs)
         if kind in self.table:
             return self._rule(args[0], module.forward, module, self.table[kind])
         if kind in LINEAR_MODULES:
@@ -147,6 +152,8 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         if not _depends((args, kwargs)):
             return target(*args, **kwargs)
         rest = {k: v for k, v in kwargs.items() if k != "inplace"}
+        if target in FUNCTION_RULES:  # matmul, softmax, attention (cam_core.kernels.attention_rules)
+            return FUNCTION_RULES[target](*args, **kwargs)
         if target in ELEMENTWISE:
             fn, extra = ELEMENTWISE[target], args[1:]
             if target in (F.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.mish, F.elu, F.selu, F.celu,
@@ -200,6 +207,8 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
     def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
         if not _depends((args, kwargs)):
             return getattr(args[0], target)(*args[1:], **kwargs)
+        if target in METHOD_RULES:
+            return METHOD_RULES[target](*args, **kwargs)
         if target in ELEMENTWISE_METHODS:
             fn = ELEMENTWISE_METHODS[target]
             return self._rule(args[0], fn, None, rescale)

@@ -213,6 +213,7 @@ RULES: dict[type[nn.Module], Rule] = {
 #: leaf module types that are affine in eval mode: multipliers pass by the chain rule
 LINEAR_MODULES: set[type[nn.Module]] = {
     nn.Linear,
+    nn.modules.linear.NonDynamicallyQuantizableLinear,  # nn.MultiheadAttention's out_proj
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,

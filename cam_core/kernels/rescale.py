@@ -41,6 +41,7 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
+from cam_core.kernels.attention_rules import MODULE_RULES
 from cam_core.kernels.deeplift_graph import run_graph
 from cam_core.kernels.deeplift_rules import (
     LINEAR_MODULES,
@@ -131,6 +132,9 @@ def deeplift(
             )
         return RuleFunction.apply(z, output.detach(), module.forward, module, table[type(module)], eps)
 
+    def decompose(module: nn.Module, args: tuple, kwargs: dict, _output: object) -> object:
+        return MODULE_RULES[type(module)](module, *args, **kwargs)  # attention, run with its rules
+
     handles = []
     # parameters stop requiring grad for the call (restored in finally), so that "requires grad"
     # means "depends on A" in the hooks
@@ -141,6 +145,8 @@ def deeplift(
         traced = isinstance(head, torch.fx.GraphModule)
         with eval_mode(head):
             for module in head.modules() if not traced else ():  # a traced head: rules per node instead
+                if type(module) in MODULE_RULES:
+                    handles.append(module.register_forward_hook(decompose, with_kwargs=True))
                 if _is_leaf(module):
                     handles.append(module.register_forward_pre_hook(pre_hook))
                     if type(module) in table:

@@ -7,6 +7,8 @@ KernelSHAP-CAM are the two SHAP approximations the paper discusses (Lundberg & L
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -34,10 +36,11 @@ class LRPCAM(BaseCAM):
     needs_head = True
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module, *, epsilon: float = 1e-9,
-                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 64) -> None:
+                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 64,
+                 **kwargs: Any) -> None:
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        super().__init__(model, target_layer, split=split, batch_size=batch_size)
+        super().__init__(model, target_layer, split=split, batch_size=batch_size, **kwargs)
         self.epsilon = float(epsilon)
 
     def coefficients(self, ctx: CAMContext) -> Tensor:
@@ -67,12 +70,13 @@ class LIMECAM(BaseCAM):
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module, *, n_samples: int | None = None,
                  alpha: float = 0.01, kernel_width: float = 1.0, seed: int = 0,
-                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 1024) -> None:
+                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 1024,
+                 **kwargs: Any) -> None:
         if n_samples is not None and int(n_samples) < 2:
             raise ValueError(f"n_samples must be >= 2 (or None for K), got {n_samples}")
         if alpha < 0 or not kernel_width > 0:
             raise ValueError(f"need alpha >= 0 and kernel_width > 0, got {alpha}, {kernel_width}")
-        super().__init__(model, target_layer, split=split, batch_size=batch_size)
+        super().__init__(model, target_layer, split=split, batch_size=batch_size, **kwargs)
         self.n_samples, self.alpha, self.kernel_width, self.seed = n_samples, alpha, kernel_width, int(seed)
 
     def coefficients(self, ctx: CAMContext) -> Tensor:
@@ -102,10 +106,10 @@ class KernelSHAPCAM(BaseCAM):
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module, *, n_samples: int | None = None,
                  seed: int = 0, split: tuple[nn.Module, nn.Module] | None = None,
-                 batch_size: int = 1024) -> None:
+                 batch_size: int = 1024, **kwargs: Any) -> None:
         if n_samples is not None and int(n_samples) < 2:
             raise ValueError(f"n_samples must be >= 2 (or None for 2K + 2048), got {n_samples}")
-        super().__init__(model, target_layer, split=split, batch_size=batch_size)
+        super().__init__(model, target_layer, split=split, batch_size=batch_size, **kwargs)
         self.n_samples, self.seed = n_samples, int(seed)
 
     def coefficients(self, ctx: CAMContext) -> Tensor:
@@ -133,11 +137,12 @@ class DeepSHAPCAM(BaseCAM):
     needs_head = True
 
     def __init__(self, model: nn.Module, target_layer: str | nn.Module, *, background: Tensor | None = None,
-                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 64) -> None:
+                 split: tuple[nn.Module, nn.Module] | None = None, batch_size: int = 64,
+                 **kwargs: Any) -> None:
         if background is not None and (not isinstance(background, Tensor) or background.dim() != 4
                                        or background.shape[0] == 0):
             raise ValueError("background must be a non-empty batch of images (B, C, H, W), or None")
-        super().__init__(model, target_layer, split=split, batch_size=batch_size)
+        super().__init__(model, target_layer, split=split, batch_size=batch_size, **kwargs)
         self.background = None if background is None else background.detach().clone()
         self._references: Tensor | None = None
 
@@ -146,11 +151,9 @@ class DeepSHAPCAM(BaseCAM):
         if self.background is None:
             return torch.zeros_like(like[:1])
         if self._references is None or self._references.device != like.device:
-            body = self.split.body if self.split is not None else None
-            if body is None:
+            if self.split is None:
                 raise ValueError("DeepSHAP-CAM needs the model's body to map background images to maps")
-            with torch.no_grad():
-                self._references = body(self.background.to(like.device)).detach().clone()
+            self._references = self.maps(self.background.to(like.device)).detach().clone()
         if self._references.shape[1:] != like.shape[1:]:
             raise ValueError(f"background images give maps of shape {tuple(self._references.shape[1:])}, "
                              f"the explained images {tuple(like.shape[1:])}: use images of the same size")

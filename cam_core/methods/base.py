@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from cam_core.model.layers import resolve_layer
 from cam_core.model.split import Split, split_model
 from cam_core.model.targets import as_target
+from cam_core.model.tokens import TokenGrid, TokenSpec, as_token_grid, bind_head
 from cam_core.runtime import check_grad_mode, eval_mode
 
 
@@ -109,6 +110,10 @@ class BaseCAM:
             a split (the activations are then taken with a forward hook).
         batch_size: how many perturbed inputs / activation sets are evaluated per forward pass
             by the perturbation methods (Score-CAM, Ablation-CAM, SHAP-CAM).
+        tokens: how a transformer layer's token sequence ``(N, T, C)`` or channels-last output
+            ``(N, H, W, C)`` is viewed as maps ``(N, C, h, w)``: None infers the grid (class / register
+            tokens dropped and held fixed in the head), ``(h, w)`` or ``cc.TokenGrid(...)`` gives it,
+            False takes the output as maps as it is (:mod:`cam_core.model.tokens`).
     """
 
     #: the name used in the book's tables (set by each subclass)
@@ -123,12 +128,14 @@ class BaseCAM:
         *,
         split: tuple[nn.Module, nn.Module] | None = None,
         batch_size: int = 64,
+        tokens: TokenSpec = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.target_layer, self.layer_module = resolve_layer(model, target_layer)
         self.batch_size = int(batch_size)
+        self.tokens = as_token_grid(tokens)
         if split is not None:
             self.split: Split | None = Split(*split)
         else:
@@ -182,6 +189,22 @@ class BaseCAM:
                 "choose a convolutional layer (usually the last conv block's output)."
             )
 
+    def _token_grid(self, out: object, x: Tensor) -> TokenGrid | None:
+        """The grid viewing the layer's output as maps, None when it is maps already (or not a tensor)."""
+        if self.tokens is None or not isinstance(out, Tensor) or out.dim() not in (3, 4):
+            return None
+        grid = self.tokens.resolve(out, tuple(x.shape[-2:]), self.model, repr(self.target_layer))
+        return grid if grid.is_view else None
+
+    def maps(self, x: Tensor) -> Tensor:
+        """The layer's activation maps ``A`` of ``x``, ``(N, K, h, w)`` (token layers viewed as maps)."""
+        if self.split is None:
+            raise ValueError("maps() needs the model's body; pass split=(body, head)")
+        with torch.no_grad(), eval_mode(self.model):
+            out = self.split.body(x)
+        grid = self._token_grid(out, x)
+        return out if grid is None else grid.to_map(out)
+
     def _resolve_target(self, target: int | Tensor | None, logits: Tensor) -> Tensor:
         n, num_classes = logits.shape
         if target is None:
@@ -193,6 +216,9 @@ class BaseCAM:
             body, head = self.split
             with torch.no_grad():
                 a = body(x)
+                grid = self._token_grid(a, x)
+                if grid is not None:  # a token sequence: maps, and the head bound to the other tokens
+                    a, head = grid.to_map(a), bind_head(head, grid, grid.context(a))
                 self._check_activations(a)
                 a = a.detach().clone()  # (N, K, h, w)
                 logits = head(a.clone())
@@ -230,12 +256,15 @@ class BaseCAM:
             with torch.enable_grad():
                 logits = self.model(x)
                 a = store.get("a")
-                self._check_activations(a)
+                grid = self._token_grid(a, x)
+                self._check_activations(a if grid is None else grid.to_map(a))
                 t = self._resolve_target(target, logits.detach())
                 (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
         finally:
             handle.remove()
         grads = g.detach()
+        if grid is not None:  # dF/dA of the patch tokens, the other tokens held fixed
+            a, grads = grid.to_map(a), grid.to_map(grads)
         return CAMContext(x=x, activations=a.detach(), logits=logits.detach(), target=t, model=self.model,
                           head=None, _gradient_fn=lambda: grads)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from cam_core.methods.base import BaseCAM, CAMContext
 from cam_core.model.layers import sequential_leaves
@@ -129,7 +130,8 @@ class ShapleyCAM(BaseCAM):
     def coefficients(self, ctx: CAMContext) -> Tensor:
         head = ctx.require_head(self.name)
         a = ctx.activations
-        with torch.enable_grad():
+        # attention's fused kernels have no second derivative: the math kernel of SDPA (transformers)
+        with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             a_in = a.clone().requires_grad_(True)
             out = head(a_in.clone())  # clone: the head may start with an in-place op
             score = out.gather(1, ctx.target[:, None]).sum()

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from cam_core.methods.attention import AttentionRollout, CheferRelevance
 from cam_core.methods.attribution import LIMECAM, LRPCAM, DeepSHAPCAM, KernelSHAPCAM
 from cam_core.methods.base import BaseCAM
 from cam_core.methods.eigen import EigenCAM
@@ -36,6 +37,8 @@ METHODS: dict[str, type[BaseCAM]] = {m.name: m for m in (
     LIMECAM,
     DeepSHAPCAM,
     KernelSHAPCAM,
+    AttentionRollout,
+    CheferRelevance,
 )}
 
 #: the six methods of the paper's Tables 2-5, in the paper's order
@@ -46,6 +49,9 @@ RECENT_METHODS: list[str] = ["LayerCAM", "HiResCAM", "EigenCAM", "ShapleyCAM"]
 
 #: the supplement's methods (coefficients from LRP, LIME, DeepSHAP, KernelSHAP)
 SUPPLEMENT_METHODS: list[str] = ["LRP-CAM", "LIME-CAM", "DeepSHAP-CAM", "KernelSHAP-CAM"]
+
+#: transformer explanations read from attention maps (nn.MultiheadAttention models only: ViT)
+TRANSFORMER_METHODS: list[str] = ["Rollout", "Chefer"]
 
 
 def method_class(name: str) -> tuple[str, type[BaseCAM]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 from cam_core.kernels import shapley
@@ -39,10 +41,11 @@ class ShapCAM(BaseCAM):
         seed: int = 0,
         split: tuple[nn.Module, nn.Module] | None = None,
         batch_size: int = 1024,
+        **kwargs: Any,
     ) -> None:
         if int(n_orderings) < 1:
             raise ValueError(f"n_orderings must be >= 1, got {n_orderings}")
-        super().__init__(model, target_layer, split=split, batch_size=batch_size)
+        super().__init__(model, target_layer, split=split, batch_size=batch_size, **kwargs)
         self.n_orderings = int(n_orderings)
         self.seed = int(seed)
 

@@ -59,7 +59,9 @@ _PASS_ON = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d
 def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
     """The dotted name of the last layer (in the order their forwards finish on ``x``) whose output is a
     4-D map ``(N, K, h, w)`` with ``h * w > 1``, pools and dropouts left out: ``features`` for VGG,
-    DenseNet, EfficientNet, ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3."""
+    DenseNet, EfficientNet, ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3. A transformer block
+    that finishes later with a token sequence whose patch tokens reach the output is preferred
+    (:func:`cam_core.model.tokens.last_token_layer`: ``encoder.layers.encoder_layer_10`` for ViT-B/16)."""
     done: list[str] = []
     names = {m: name for name, m in model.named_modules() if name}
 
@@ -79,6 +81,11 @@ def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
             h.remove()
         for m, flag in was_training:
             m.training = flag
+    from cam_core.model.tokens import last_token_layer  # a transformer's token layer, if later (issue 24)
+
+    token = last_token_layer(model, x, after=done[-1] if done else None)
+    if token is not None:
+        return token
     if not done:
         raise ValueError(f"{type(model).__name__} has no layer with a 4-D output (N, K, h, w) with h * w > 1 "
                          f"on an input of shape {tuple(x.shape)}")
