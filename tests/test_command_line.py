@@ -94,7 +94,7 @@ def test_evaluate_refuses_bad_arguments_in_one_line(no_loading, args, expected):
     (["-p", "N_IMAGES", "100000"], "N_IMAGES=100000, but shapes-single holds 2048 images"),
     (["-p", "BENCHMARK", "imagenet"], "BENCHMARK imagenet reads a dataset folder, but DATA_DIR is None"),
     (["-p", "BENCHMARK", "imagenet", "-p", "DATA_DIR", "/no/such/folder"], "does not exist"),
-    (["-p", "ARCH", "alexnet"], "ARCH='alexnet' is not valid; valid values: vgg, resnet"),
+    (["-p", "ARCH", "alexnet"], "ARCH='alexnet' is not valid; valid values: vgg, resnet, vit"),
     (["-p", "EXECUTOR", "dask"], "EXECUTOR='dask' is not valid; valid values: serial, ray"),
     (["-p", "DEVICE", "tpu"], "unknown device 'tpu'"),
 ])

@@ -127,10 +127,11 @@ def _check_choices(params: Mapping[str, Any], chapter: str) -> None:
     if names and all(b.startswith(EMBEDDED_PREFIX) for b in names) and "shapes-vqa" not in names:
         from cam_core.benchmarks import nets
 
+        valid = (*nets.ARCHS, *nets.TRANSFORMER_ARCHS)
         for key in ("ARCH", "ARCHS"):
             archs = params.get(key)
-            if isinstance(archs, str) and not all(a.strip() in nets.ARCHS for a in archs.split(",")):
-                raise _refuse(chapter, key, archs, nets.ARCHS)
+            if isinstance(archs, str) and not all(a.strip() in valid for a in archs.split(",")):
+                raise _refuse(chapter, key, archs, valid)
     if "DEVICE" in params:
         try:
             resolve_device(params["DEVICE"])
