@@ -243,3 +243,23 @@ def test_make_lab_installs_nothing_into_an_environment_that_has_what_it_needs():
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert "pip install" not in proc.stdout and "jupyter lab" in proc.stdout
+
+
+def test_a_submission_without_cell_ids_is_read_without_nbformat_warnings(tmp_path):
+    import json
+    import warnings
+
+    from cam_core.book.course import _readable
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1")]
+    raw = json.loads(nbformat.writes(nb))
+    for cell in raw["cells"]:
+        cell.pop("id")
+    path = tmp_path / "a1_gradcam.ipynb"
+    path.write_text(json.dumps(raw))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        read, why = _readable(path)
+    assert why is None and read.cells[0].get("id")
+    assert [str(w.message)[:60] for w in seen if "id field" in str(w.message)] == []
