@@ -46,10 +46,11 @@ METRICS: tuple[str, ...] = (
     "pointing",
     "local_accuracy",
     "cosine",
+    *M.drop_metric_names(),
 )
 #: the default metric set (Tables 3, 4, 5, the hit/miss pointing game and Eq. 8's error): all but "cosine",
-#: which needs a reference method
-DEFAULT_METRICS: list[str] = [m for m in METRICS if m != "cosine"]
+#: which needs a reference method, and the contrast-free drops AD@q / ADD@q (issue 20), asked for by name
+DEFAULT_METRICS: list[str] = [m for m in METRICS if m != "cosine" and "@" not in m]
 #: aggregate = SCALE * mean over images (the paper reports IC/AD/ADD/energy in %)
 SCALE: dict[str, float] = {
     "IC": 100.0,
@@ -61,6 +62,7 @@ SCALE: dict[str, float] = {
     "pointing": 100.0,
     "local_accuracy": 1.0,
     "cosine": 1.0,
+    **{name: 100.0 for name in M.drop_metric_names()},
 }
 #: which way is better, for each metric (defined with the metrics)
 HIGHER_IS_BETTER = M.HIGHER_IS_BETTER
@@ -269,7 +271,8 @@ def _run_batch(
         values: dict[str, Tensor] = {}
         sal = res.saliency  # (B, H, W)
         if {"IC", "AD", "ADD"} & set(metrics):
-            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs)
+            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs,
+                                     baseline=opts["baseline"])
             values["IC"] = M.increase_in_confidence(sc.original, sc.explanation)
             values["AD"] = M.average_drop(sc.original, sc.explanation)
             values["ADD"] = M.average_drop_in_deletion(sc.original, sc.inverted)
@@ -289,6 +292,11 @@ def _run_batch(
                     curves=curves,
                 )
             )
+        drops = [m for m in metrics if "@" in m]
+        if drops:
+            qs = tuple(dict.fromkeys(M.parse_drop_metric(m)[1] for m in drops))
+            values.update(M.top_q_drops(model, x, sal, t, qs, baseline=opts["baseline"], mean=mean, std=std,
+                                        batch_size=fbs))
         if "energy" in metrics:
             values["energy"] = M.energy_pointing_game(sal, M.batch_masks(boxes, (h, w)).to(sal.device))
         if "pointing" in metrics:
@@ -370,7 +378,10 @@ def evaluate(
             ground-truth class; single-label benchmarks only).
         device: None = the benchmark's device; anything else must match it (load the benchmark on
             the device you want: the runner does not move the caller's model).
-        baseline, steps: insertion/deletion settings (:func:`cam_core.metrics.insertion_deletion`).
+        baseline: what a removed pixel becomes in every perturbation metric (IC/AD/ADD, insertion/deletion,
+            AD@q/ADD@q): ``"zero"`` (black, the default), ``"mean"``, ``"blur"`` or ``"road"``
+            (:data:`cam_core.metrics.BASELINES`); part of the cache key.
+        steps: insertion/deletion steps (:func:`cam_core.metrics.insertion_deletion`).
         pointing_tolerance: hit/miss tolerance in px (None: 15 px at 224 px, scaled).
         forward_batch_size: rows per forward pass when scoring perturbed images (default 4 * batch_size).
         executor: ``"serial"`` (this process) or ``"ray"`` (shards of ``shard_size`` images as Ray tasks
@@ -402,8 +413,7 @@ def evaluate(
             "target='label' needs a single-label benchmark; this one is multi-label: "
             "use target='predicted' (the paper's choice)"
         )
-    if baseline not in M.BASELINES:
-        raise ValueError(f"baseline must be one of {M.BASELINES}, got {baseline!r}")
+    M.check_baseline(baseline)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if executor not in ("serial", "ray"):
@@ -446,6 +456,8 @@ def evaluate(
         pointing_tolerance=pointing_tolerance,
         reference=ref[0] if ref else None,
         reference_kwargs=kwargs.get(ref[0], {}) if ref else None,
+        # issue 20: a fill other than black reaches IC/AD/ADD too (runs with "zero" keep their keys)
+        **({"fill_scope": "all-perturbation-metrics"} if baseline != "zero" else {}),
     )
 
     indices = bench.subset(n_images, seed)
@@ -541,7 +553,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8: fast on a CPU)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted")
-    p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes")
+    p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes in every perturbation metric (default zero: black)")
     p.add_argument("--method-kwargs", default=None, help='JSON, e.g. \'{"SHAP-CAM": {"n_orderings": 10}}\'')
     p.add_argument("--cache", default="auto", help="cache folder; 'auto' = results/cache, 'none' = no cache")
     p.add_argument(
