@@ -33,7 +33,16 @@ from cam_core import reference_maps
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
 from cam_core.runtime import eval_mode
-from cam_core.statistics import ci_table, holm, paired, paired_table, summarize  # noqa: F401
+from cam_core.statistics import (  # noqa: F401
+    ci_table,
+    clopper_pearson,
+    hierarchical_bootstrap,
+    holm,
+    paired,
+    paired_table,
+    seed_variance,
+    summarize,
+)
 
 #: every metric the runner knows, in table order
 METRICS: tuple[str, ...] = (
@@ -152,6 +161,7 @@ def cache_config(
     return {
         "benchmark": bench.name,
         "arch": getattr(bench, "arch", None),
+        "model": getattr(bench, "model_id", None),  # which trained model (seed, recipe, weights)
         "dataset_size": len(bench),
         "target_layer": bench.target_layer,
         "methods": list(methods),
@@ -629,3 +639,36 @@ def _main(args: argparse.Namespace) -> int:
         print(df.attrs["executor"]["log"])
     print(f"wall time {wall:.1f} s; per-image values: {out}")
     return 0
+
+
+# ---- several trained models -----------------------------------------------------------------------
+def evaluate_seeds(benches: Sequence[Any], *args: Any, **kwargs: Any) -> pd.DataFrame:
+    """:func:`evaluate` on several independently trained models of one benchmark, on the same seeded
+    images, as one frame with a ``model_seed`` column (the benchmark's ``model_seed``, e.g.
+    ``cc.benchmarks.load_seeds("shapes-clutter", model_seeds=(0, 1, 2))``); the other arguments are
+    :func:`evaluate`'s. :func:`summarize` and :func:`paired` then resample seeds, then images.
+
+    attrs: ``timings`` (summed over the models), ``config`` (the first model's, with ``model_seeds``),
+    ``caches`` (one folder per model), ``summary`` (per-seed means averaged)."""
+    benches = list(benches)
+    if not benches:
+        raise ValueError("benches is empty: pass the benchmark loaded once per model seed "
+                         "(cc.benchmarks.load_seeds(name, model_seeds=(0, 1, 2)))")
+    names = {(b.name, getattr(b, "arch", None)) for b in benches}
+    if len(names) > 1:
+        raise ValueError(f"evaluate_seeds compares models of ONE benchmark and arch, got {sorted(map(str, names))}")
+    seeds = [int(getattr(b, "model_seed", i)) for i, b in enumerate(benches)]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"each benchmark must hold another trained model; model seeds: {seeds}")
+    parts = [evaluate(b, *args, **kwargs) for b in benches]
+    df = pd.concat([p.assign(model_seed=k) for p, k in zip(parts, seeds, strict=True)], ignore_index=True)
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.attrs.get("timings", {}).items():
+            timings[k] = timings.get(k, 0.0) + float(v)
+    df.attrs = {"timings": timings, "config": {**parts[0].attrs.get("config", {}), "model_seeds": seeds},
+                "caches": [p.attrs.get("cache") for p in parts]}
+    summary = summarize(df, ci=None)
+    df.attrs["summary"] = {m: {k: float(v) for k, v in zip(g["metric"], g["mean"], strict=True)}
+                           for m, g in summary.groupby("method", sort=False)}
+    return df
