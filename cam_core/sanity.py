@@ -10,6 +10,14 @@ shows such a table evaluates the sanity maps too, and shows :func:`warning` abov
 
 The check compares means (the table's numbers) in the metric's direction
 (:data:`cam_core.metrics.HIGHER_IS_BETTER`): ``Box`` must be strictly better than each baseline.
+Since issue 20 it also checks every method against ``Uniform`` and ``Random`` on every metric of
+the table (:func:`beaten_by_baselines`) and names the metrics where a constant or random map beats
+the methods, and it states which metrics are degenerate (every method scores the same, e.g.
+single-label IC at 0: :func:`degenerate_metrics`).
+
+The model-randomization and class-sensitivity checks (Adebayo et al., 2018) live in
+:mod:`cam_core.randomization` and are re-exported here: ``cc.sanity.randomization(model, layer,
+method, x)``, ``cc.sanity.class_sensitivity(...)``, ``cc.sanity.randomization_check(...)``.
 """
 from __future__ import annotations
 
@@ -19,6 +27,14 @@ import numpy as np
 import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
+from cam_core.randomization import (  # noqa: F401  re-exported: cc.sanity.randomization(...)
+    class_sensitivity,
+    head_layers,
+    randomizable_layers,
+    randomization,
+    randomization_check,
+    reinitialize,
+)
 
 #: the metrics on which the true box must beat a map that knows nothing (issue 11)
 SANITY_METRICS: tuple[str, ...] = ("AD", "ADD", "insertion", "deletion", "energy")
@@ -66,9 +82,101 @@ def violations(summary: pd.DataFrame, metrics: Sequence[str] = SANITY_METRICS, r
     return pd.DataFrame(rows, columns=[*keys, "metric", "baseline", "reference_mean", "baseline_mean"])
 
 
+#: the maps that are not explanations (never counted among "the methods")
+NOT_METHODS: frozenset[str] = frozenset({"Box", "Uniform", "Random", "Center"})
+
+
+def _groups(summary: pd.DataFrame):
+    value = "mean" if "mean" in summary.columns else "value"
+    if not {"method", "metric", value} <= set(summary.columns):
+        raise ValueError("summary must be cc.evaluation.summarize's long form (method, metric, mean)")
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    groups = summary.groupby(keys, sort=False) if keys else [((), summary)]
+    for key, part in groups:
+        yield keys, (key if isinstance(key, tuple) else (key,)), part, value
+
+
+def beaten_by_baselines(summary: pd.DataFrame, metrics: Sequence[str] | None = None,
+                        baselines: Sequence[str] = BASELINE_MAPS) -> pd.DataFrame:
+    """Where a map that knows nothing beats the methods: per metric and baseline map, the methods
+    (every row of ``summary`` not in :data:`NOT_METHODS`) whose mean it strictly beats.
+
+    Returns ``[keys..., metric, baseline, baseline_mean, n_methods, n_beaten, beaten]`` (``beaten``: the
+    methods' names, comma-separated), one row per (metric, baseline) that beats at least one method.
+    ``metrics`` default: every metric of ``summary``."""
+    rows = []
+    for keys, key, part, value in _groups(summary):
+        means = part.set_index(["method", "metric"])[value]
+        for metric in (list(dict.fromkeys(part["metric"])) if metrics is None else metrics):
+            methods = [m for m in dict.fromkeys(part.loc[part["metric"] == metric, "method"])
+                       if m not in NOT_METHODS and np.isfinite(float(means[(m, metric)]))]
+            for base in baselines:
+                if (base, metric) not in means.index or not methods:
+                    continue
+                b = float(means[(base, metric)])
+                won = [m for m in methods if box_is_better(b, float(means[(m, metric)]), metric)]
+                if won:
+                    rows.append((*key, metric, base, b, len(methods), len(won), ", ".join(won)))
+    cols = ["metric", "baseline", "baseline_mean", "n_methods", "n_beaten", "beaten"]
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    return pd.DataFrame(rows, columns=[*keys, *cols])
+
+
+def degenerate_metrics(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The metrics on which every method (at least two; :data:`NOT_METHODS` left out) has the same mean,
+    e.g. single-label IC = 0 for all: no mask raises the target's softmax score above the full image's,
+    so the metric cannot rank the methods. Returns ``[keys..., metric, value, n_methods]``."""
+    rows = []
+    for keys, key, part, value in _groups(summary):
+        for metric in (list(dict.fromkeys(part["metric"])) if metrics is None else metrics):
+            vals = part.loc[(part["metric"] == metric) & ~part["method"].isin(NOT_METHODS), value].to_numpy(float)
+            vals = vals[np.isfinite(vals)]
+            if vals.size >= 2 and np.all(vals == vals[0]):
+                rows.append((*key, metric, float(vals[0]), int(vals.size)))
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    return pd.DataFrame(rows, columns=[*keys, "metric", "value", "n_methods"])
+
+
+def _where(r: pd.Series) -> str:
+    return "".join(f"`{r[k]}` " for k in ("benchmark",) if k in r.index and r[k] != "")
+
+
 def warning(summary: pd.DataFrame, metrics: Sequence[str] = SANITY_METRICS, reference: str = "Box",
             baselines: Sequence[str] = BASELINE_MAPS) -> str:
-    """Markdown to show above a table whose run fails the sanity check ("" when it holds)."""
+    """Markdown to show above a table whose run fails a sanity check ("" when every check holds):
+    ``reference`` (Box) not beating the baselines on ``metrics``; a baseline map beating methods on any
+    metric of the table (:func:`beaten_by_baselines`); a metric that is the same for every method
+    (:func:`degenerate_metrics`)."""
+    parts = [p for p in (_box_warning(summary, metrics, reference, baselines),
+                         _methods_warning(summary, baselines), _degenerate_warning(summary)) if p]
+    return "\n\n".join(parts)
+
+
+def _methods_warning(summary: pd.DataFrame, baselines: Sequence[str]) -> str:
+    beaten = beaten_by_baselines(summary, None, baselines)
+    if beaten.empty:
+        return ""
+    where = [f"{_where(r)}{r['metric']} ({r['baseline']} {r['baseline_mean']:.4g} beats {r['n_beaten']} of "
+             f"{r['n_methods']} methods: {r['beaten']})" for _, r in beaten.iterrows()]
+    names = list(dict.fromkeys(beaten["metric"]))
+    return (f"> **Warning: a map that knows nothing beats the methods** on {', '.join(names)}: "
+            + "; ".join(where) + ". On these metrics a constant or random map scores better than an "
+            "explanation, so a method's rank there says little about whether it finds what the model uses.")
+
+
+def _degenerate_warning(summary: pd.DataFrame) -> str:
+    bad = degenerate_metrics(summary)
+    if bad.empty:
+        return ""
+    where = [f"{_where(r)}{r['metric']} = {r['value']:.4g} for all {r['n_methods']} methods"
+             for _, r in bad.iterrows()]
+    return ("> **Degenerate metric:** " + "; ".join(where) + ". A metric that gives every method the same "
+            "value cannot rank them (single-label IC: no mask raises the class's softmax score above the "
+            "full image's).")
+
+
+def _box_warning(summary: pd.DataFrame, metrics: Sequence[str], reference: str,
+                 baselines: Sequence[str]) -> str:
     bad = violations(summary, metrics, reference, baselines)
     if bad.empty:
         return ""
