@@ -88,7 +88,8 @@ def reinitialize(module: nn.Module, seed: int) -> None:
 
 def randomization(model: nn.Module, layer: str, method: MethodLike, x: Tensor, target: Tensor | int | None = None,
                   mode: str = "cascade", seed: int = 0, *, layers: Sequence[str] | None = None,
-                  per_image: bool = False, method_kwargs: dict[str, Any] | None = None) -> pd.DataFrame:
+                  per_image: bool = False, method_kwargs: dict[str, Any] | None = None,
+                  return_maps: bool = False) -> pd.DataFrame | tuple[pd.DataFrame, dict[str, Tensor]]:
     """The model-randomization test of Adebayo et al. (2018) for one method.
 
     Args:
@@ -105,6 +106,8 @@ def randomization(model: nn.Module, layer: str, method: MethodLike, x: Tensor, t
         layers: which layers, in order (default :func:`randomizable_layers`: all, from the logits down).
         per_image: one row per image and step; else the mean over images.
         method_kwargs: passed to the method's constructor.
+        return_maps: also return ``{"original": (N, H, W), layer: (N, H, W), ...}`` (the maps of each
+            step, for the figure).
 
     Returns:
         ``step, layer, in_head, spearman, ssim`` (plus ``image`` with ``per_image``): ``layer`` the layer
@@ -129,19 +132,22 @@ def randomization(model: nn.Module, layer: str, method: MethodLike, x: Tensor, t
     original = _saliency(make, work, layer, x, target)
     pristine = copy.deepcopy(work) if mode == "independent" else None
     rows = []
+    maps = {"original": original.cpu()}
     for k, name in enumerate(order):
         if pristine is not None:
             work = copy.deepcopy(pristine)
             named = dict(work.named_modules())
         reinitialize(named[name], seed + k)
         sal = _saliency(make, work, layer, x, target)
+        if return_maps:
+            maps[name] = sal.cpu()
         rho, s = rank_correlation(original, sal), ssim(original, sal)
         for i in range(x.shape[0]):
             rows.append((k, name, name in in_head, i, float(rho[i]), float(s[i])))
     df = pd.DataFrame(rows, columns=["step", "layer", "in_head", "image", "spearman", "ssim"])
-    if per_image:
-        return df
-    return df.groupby(["step", "layer", "in_head"], sort=False, as_index=False)[["spearman", "ssim"]].mean()
+    if not per_image:
+        df = df.groupby(["step", "layer", "in_head"], sort=False, as_index=False)[["spearman", "ssim"]].mean()
+    return (df, maps) if return_maps else df
 
 
 def class_sensitivity(model: nn.Module, layer: str, method: MethodLike, x: Tensor,

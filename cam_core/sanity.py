@@ -189,3 +189,50 @@ def _box_warning(summary: pd.DataFrame, metrics: Sequence[str], reference: str,
             f"{' / '.join(baselines)} on {len(bad)} cell(s): " + "; ".join(where) + ". On these metrics this "
             "benchmark cannot tell a map that points at the object from one that knows nothing, so the "
             "ordering of the methods below is not evidence for or against the paper.")
+
+
+def statements(summary: pd.DataFrame | None = None, randomization_table: pd.DataFrame | None = None,
+               contrast: pd.DataFrame | None = None) -> str:
+    """Markdown bullets, each computed from this run: which metrics are degenerate
+    (:func:`degenerate_metrics`), where a constant or random map beats the methods
+    (:func:`beaten_by_baselines`), which metrics the map's contrast dominates
+    (:func:`cam_core.contrast.dominated`'s table) and which methods fail the randomization check
+    (:func:`cam_core.randomization.randomization_check`'s table)."""
+    lines = []
+    if summary is not None:
+        deg = degenerate_metrics(summary)
+        if deg.empty:
+            lines.append("- No metric gives every method the same value in this run.")
+        for _, r in deg.iterrows():
+            lines.append(f"- **{r['metric']} is degenerate** on {_where(r) or 'this run '}: "
+                         f"{r['value']:.4g} for all {r['n_methods']} methods, so it cannot rank them.")
+        beaten = beaten_by_baselines(summary)
+        if beaten.empty:
+            lines.append("- No method loses to the Uniform or the Random map on any metric of this run.")
+        for _, r in beaten.iterrows():
+            lines.append(f"- On {_where(r)}**{r['metric']}** the {r['baseline']} map ({r['baseline_mean']:.3g}) "
+                         f"beats {r['n_beaten']} of {r['n_methods']} methods ({r['beaten']}).")
+    if contrast is not None:
+        dom = contrast[contrast["dominated"]]
+        free = contrast[~contrast["dominated"]]
+        if len(dom):
+            lines.append("- **Contrast-dominated:** " + ", ".join(
+                f"{r.metric} (moves {r.range_power:.3g} under s**p, methods {r.range_methods:.3g} apart)"
+                for r in dom.itertuples()) + ": raising a map to a power, which keeps its ranking, moves "
+                "these more than the choice of method does.")
+        if len(free):
+            lines.append("- Not contrast-dominated: " + ", ".join(
+                f"{r.metric} (moves {r.range_power:.3g}, methods {r.range_methods:.3g} apart)"
+                for r in free.itertuples()) + ".")
+    if randomization_table is not None:
+        t = randomization_table
+        fail, ok = t[t["randomization"] == "fail"], t[t["randomization"] == "pass"]
+        thr = t.attrs.get("threshold", 0.5)
+        lines.append(("- **Fail the model-randomization check** (Spearman with the original maps still "
+                      f"≥ {thr:g} after the head is re-initialised): "
+                      + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in fail.itertuples()))
+                     if len(fail) else "- Every method passes the model-randomization check.")
+        if len(ok):
+            lines.append("- Pass: " + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in ok.itertuples())
+                         + ".")
+    return "\n".join(lines)

@@ -230,3 +230,34 @@ def test_evaluate_passes_the_fill_on_and_keys_the_cache_by_it(tmp_path):
     assert set(summary["metric"]) >= {"AD@25", "ADD@25"}
     with pytest.raises(ValueError, match="baseline must be one of"):
         cc.evaluate(bench, **{**run, "cache": None}, baseline="noise")
+
+
+# ---- contrast and fill sensitivity ---------------------------------------------------------------
+def test_contrast_moves_ad_but_not_the_contrast_free_drops():
+    bench = TinyBench()
+    df = cc.contrast.rescaling(bench, ["Grad-CAM", "LIFT-CAM"], n_images=4, powers=(0.25, 1.0, 4.0), batch_size=2)
+    assert set(df["metric"]) == {"IC", "AD", "ADD", "AD@25", "ADD@25"}
+    table = cc.contrast.contrast_table(df)
+    assert list(table.columns) == ["p=0.25", "p=1", "p=4", "range"]
+    ad = table.loc["AD"]
+    assert (ad["p=4"] > ad["p=0.25"]).all()  # a darker map (s**4) keeps less of the image: AD rises
+    assert table.loc["AD@25", "range"].abs().max() == 0 and table.loc["ADD@25", "range"].abs().max() == 0
+    dom = cc.contrast.dominated(df).set_index("metric")
+    assert not dom.loc["AD@25", "dominated"] and dom.loc["AD", "range_power"] > 0
+    with pytest.raises(ValueError, match="powers must be > 0"):
+        cc.contrast.rescaling(bench, ["Grad-CAM"], n_images=2, powers=(0,))
+
+
+def test_fill_table_verdicts_and_rank_agreement(tmp_path):
+    from cam_core import fill_sensitivity as FS
+
+    assert FS.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert FS.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    assert FS.kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    runs = FS.fill_runs(TinyBench(), ["Grad-CAM", "LIFT-CAM", "Uniform"], fills=("zero", "road"), n_images=4,
+                        steps=4, batch_size=2, cache=tmp_path)
+    table = FS.fill_table(runs)
+    assert list(table["fill"]) == ["zero", "zero", "road", "road"]
+    zero = table[table["fill"] == "zero"]
+    assert (zero["tau_vs_zero"] == 1.0).all()
+    assert set(table["Grad-CAM"]) <= {"better", "worse", "≈"} and set(table["rank"]) <= {1, 2, 3}

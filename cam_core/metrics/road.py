@@ -52,7 +52,7 @@ def _push_pull(value: Tensor, weight: Tensor, empty: Tensor) -> Tensor:
 
 
 def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: float | Tensor = ROAD_NOISE,
-                empty: float | Tensor = 0.0, tol: float = 1e-6, max_iter: int = 2000) -> Tensor:
+                empty: float | Tensor = 0.0, tol: float = 1e-4, max_iter: int = 2000) -> Tensor:
     """Noisy linear imputation: ``x`` with every pixel where ``keep_mask`` is False imputed.
 
     Args:
@@ -65,7 +65,8 @@ def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: fl
             0 gives the plain linear imputation.
         empty: the value (a float, or (C,) per channel) of an image that keeps no pixel.
         tol, max_iter: conjugate gradients stop at a residual below ``tol`` times the right-hand
-            side's norm (per image and channel), or after ``max_iter`` steps.
+            side's norm (per image and channel), or after ``max_iter`` steps. The default 1e-4 leaves
+            an imputation error of about 2e-3 on [0, 1] pixels, a fifth of the noise.
 
     Returns:
         (N, C, H, W): kept pixels exactly ``x``, removed ones imputed plus noise.
