@@ -4,6 +4,6 @@
 seed, small CNNs trained here) and the paper's real setup (ImageNet, VOC 2007, COCO 2014 with
 torchvision / TorchRay VGG16) share the :class:`~cam_core.benchmarks.base.Benchmark` API.
 """
-from cam_core.benchmarks.base import Batch, Benchmark, available, load, register
+from cam_core.benchmarks.base import Batch, Benchmark, available, load, load_seeds, register
 
-__all__ = ["Batch", "Benchmark", "available", "load", "register"]
+__all__ = ["Batch", "Benchmark", "available", "load", "load_seeds", "register"]

@@ -55,31 +55,34 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         "average pool (a 2 x 2 grid of positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC: a non-linear "
         "head that reads every position of every map, as VGG16's. `resnet`: residual blocks, explained "
         "layer `layer3` (64 maps, 8 x 8), global "
-        "average pool and one Linear layer (linear head). Both trained with label smoothing, contrast "
-        "jitter, rotations by 90 degrees, and on a share of each batch a mask toward black of the kinds the "
-        "metrics apply (smooth, constant, random rectangle, per-pixel noise, an object's box kept or "
-        "removed; `cam_core.benchmarks.augment`), with a target that follows the evidence the mask left: "
-        "the label in proportion to the mean mask over the object's box, the rest spread over all classes. "
-        "So masked images are in distribution, and confidence drops with what is removed of the object, "
-        "not with how much of the image is black. Each architecture is trained from a random start on "
-        "`shapes-multi`; its `shapes-single` and `shapes-clutter` models are fine-tuned from that one "
-        "(`CONFIGS` in `cam_core/benchmarks/training.py`).",
+        "average pool and one Linear layer (linear head). Two training recipes (`config[\"target\"]` in each "
+        "record; `cam_core/benchmarks/training.py`). **label** (the default VGG-style models, issue 20): labels "
+        "with label smoothing, contrast jitter and rotations by 90 degrees, no mask and no box anywhere, so "
+        "nothing the box-based metrics score is trained in; three independently trained models per benchmark "
+        "(model seeds 0, 1, 2: another initialisation, data order, augmentation and dropout; files "
+        "`<variant>-vgg-seed<k>.pt`, seed 0 without the suffix), each seed's `shapes-multi` model from a "
+        "random start and its `shapes-single` and `shapes-clutter` models fine-tuned from it. **evidence** "
+        "(benchmark v4's six models, files `<variant>-<arch>-evidence.pt`; the ablation, and the ResNet-style "
+        "models' default): on a share of each batch a mask toward black of the kinds the metrics apply "
+        "(smooth, constant, random rectangle, per-pixel noise, an object's box kept or removed), with a "
+        "target that follows the evidence the mask left over the object's ground-truth box, so the boxes "
+        "are in the target. Load one with `cc.benchmarks.load(name, arch=..., model_seed=k, recipe=...)`.",
         "",
-        "| model | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) | threads "
-        "| seed | torch | sha256 (state) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) "
+        "| threads | seed | torch | sha256 (state) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for key, rec in sorted(manifest.get("models", {}).items()):
         lines.append(
-            f"| `{key}` | {rec.get('metric', '')} | {rec.get('score', nan):.4f} "
+            f"| `{key}` | {checkpoints.record_target(rec)} | {rec.get('metric', '')} | {rec.get('score', nan):.4f} "
             f"| {rec.get('share_above_0.99', nan):.3f} | {rec.get('ece', nan):.3f} "
             f"| {rec.get('params', '')} | {rec.get('train_seconds', nan):.0f} "
             f"| {rec.get('threads', '')} | {rec.get('seed', '')} "
             f"| {rec.get('torch', '')} | `{str(rec.get('sha256', ''))[:16]}` |"
         )
     if not manifest.get("models"):
-        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | |")
+        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | | |")
     under = [k for k, r in sorted(manifest.get("models", {}).items()) if r.get("score", 1.0) < 0.9]
     if under:
         names = ", ".join(f"`{k}`" for k in under)
