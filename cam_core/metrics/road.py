@@ -83,8 +83,8 @@ def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: fl
     removed = 1 - kept
     diag = _stencil(torch.ones(1, 1, h, w, dtype=dtype, device=x.device))  # (1, 1, H, W) D_i
 
-    def apply(u: Tensor) -> Tensor:  # the system's matrix on the removed pixels
-        return removed * (diag * u - _stencil(removed * u))
+    def apply(v: Tensor, rem: Tensor) -> Tensor:  # the system's matrix on the removed pixels
+        return rem * (diag * v - _stencil(rem * v))
 
     b = removed * _stencil(kept * xs)
     fill = torch.as_tensor(empty, dtype=dtype, device=x.device).reshape(-1)
@@ -93,23 +93,31 @@ def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: fl
     # without a kept pixel is one removed region with no boundary: its residual is 0 from the start
     # and it stays `empty`
     u = removed * _push_pull(kept * xs, kept, fill)
-    r = b - apply(u)
-    p = r.clone()
+    r = b - apply(u, removed)
     rr = (r * r).sum(dim=(2, 3), keepdim=True)  # (M, 1, 1, 1)
     limit = (tol * b.flatten(1).norm(dim=1)).view(-1, 1, 1, 1) ** 2
+    # conjugate gradients on the systems not yet converged only: a converged system is set aside
+    # (so its result does not depend on the others in the batch) and the rest are compacted
+    ids = torch.arange(u.shape[0], device=x.device)
+    cu, cr, cp, crr, clim, crem = u, r, r.clone(), rr, limit, removed
+    tiny = torch.finfo(dtype).tiny
     for _ in range(max_iter):
-        active = rr > limit
-        if not bool(active.any()):
-            break
-        ap = apply(p)
-        pap = (p * ap).sum(dim=(2, 3), keepdim=True)
-        alpha = torch.where(active & (pap > 0), rr / pap.clamp_min(torch.finfo(dtype).tiny), 0.0)
-        u = u + alpha * p
-        r = r - alpha * ap
-        rr_new = (r * r).sum(dim=(2, 3), keepdim=True)
-        beta = torch.where(active, rr_new / rr.clamp_min(torch.finfo(dtype).tiny), 0.0)
-        p = r + beta * p
-        rr = torch.where(active, rr_new, rr)
+        active = (crr > clim).view(-1)
+        if not bool(active.all()):
+            u[ids[~active]] = cu[~active]
+            ids, cu, cr, cp, crr, clim, crem = (t[active] for t in (ids, cu, cr, cp, crr, clim, crem))
+            if ids.numel() == 0:
+                break
+        ap = apply(cp, crem)
+        pap = (cp * ap).sum(dim=(2, 3), keepdim=True)
+        alpha = torch.where(pap > 0, crr / pap.clamp_min(tiny), 0.0)
+        cu = cu + alpha * cp
+        cr = cr - alpha * ap
+        rr_new = (cr * cr).sum(dim=(2, 3), keepdim=True)
+        cp = cr + (rr_new / crr.clamp_min(tiny)) * cp
+        crr = rr_new
+    if ids.numel():
+        u[ids] = cu
     out = kept * xs + removed * u
     out = out.view(n, c, h, w)
     std = torch.as_tensor(noise, dtype=dtype).reshape(-1)
