@@ -58,7 +58,7 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
                "reference_maps", "statistics", "sanity", "claims", "chapter", "paper", "lrp", "surrogate",
-               "contrast", "fill_sensitivity", "randomization", "seed_spread"}
+               "contrast", "fill_sensitivity", "randomization", "seed_spread", "recipe_ablation"}
 
 
 def __getattr__(name: str) -> Any:

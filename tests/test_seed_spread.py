@@ -34,3 +34,17 @@ def test_ranks_and_text():
     assert "one trained model" in cc.seed_spread.text({"b": one[one["model_seed"] == 0]}, ["LIFT-CAM", "Grad-CAM"])
     with pytest.raises(ValueError, match="model_seed"):
         cc.seed_spread.table(one.drop(columns="model_seed"))
+
+
+def test_recipe_ablation_table_and_text():
+    def summary(box_ad: float, lift_ad: float) -> pd.DataFrame:
+        rows = [("Box", "AD", box_ad), ("Uniform", "AD", 30.0), ("LIFT-CAM", "AD", lift_ad), ("Grad-CAM", "AD", 20.0)]
+        return pd.DataFrame(rows, columns=["method", "metric", "mean"])
+
+    s = {"label": summary(40.0, 10.0), "evidence": summary(5.0, 25.0)}
+    t = cc.recipe_ablation.table(s, methods=["LIFT-CAM", "Box"], metrics=["AD"])
+    assert t.loc["Box", ("AD", "evidence")] == 5.0 and t.loc["LIFT-CAM", ("AD", "label")] == 10.0
+    text = cc.recipe_ablation.text(s, cams=["LIFT-CAM", "Grad-CAM"])
+    assert "label: Box 40.0 vs Uniform 30.0, LIFT-CAM rank 1 of 2" in text
+    assert "evidence: Box 5.0 vs Uniform 30.0, LIFT-CAM rank 2 of 2" in text
+    assert "differs between the recipes on 1 of 1 metrics" in text
