@@ -139,3 +139,42 @@ def write_card(data_dir: Path, figure: bool = True) -> Path:
     text = dataset_card(checkpoints.read_manifest(data_dir), figure=FIGURE if figure else None)
     checkpoints.write_atomic(folder / "CARD.md", text)
     return folder / "CARD.md"
+
+
+def models_table(data_dir: Path, n_test: int | None = None, device: Any = "cpu") -> Any:
+    """Every model of the manifest (each recipe and model seed), scored now on ``n_test`` held-out test
+    images (None: the whole split): a DataFrame with ``model, benchmark, arch, recipe, model seed,
+    metric, held-out score, top-1 softmax > 0.99, ECE, train time (s)`` (chapter 0)."""
+    import pandas as pd
+
+    from cam_core.benchmarks import scores
+
+    rows = []
+    for key, rec in sorted(checkpoints.read_manifest(data_dir).get("models", {}).items()):
+        recipe, seed = checkpoints.record_target(rec), int(rec.get("seed", 0))
+        model = checkpoints.load_model(rec["variant"], rec["arch"], data_dir, device, seed, recipe)
+        data = store.dataset(rec["variant"], "test", seed=0, n=n_test, data_dir=data_dir)
+        multilabel = VARIANTS[rec["variant"]].multilabel
+        rep = scores.report(scores.logits_of(model, data, device=device), data.labels, multilabel)
+        rows.append({"model": key, "benchmark": rec["variant"], "arch": rec["arch"], "recipe": recipe,
+                     "model seed": seed, "metric": rep["metric"], "held-out score": rep["score"],
+                     "top-1 softmax > 0.99": rep["share_above_0.99"], "ECE": rep["ece"],
+                     "train time (s)": rec.get("train_seconds", float("nan")), "scored on": len(data)})
+    return pd.DataFrame(rows)
+
+
+def models_text(models: Any, bar: float = 0.9) -> str:
+    """Computed sentences on :func:`models_table`: the score range per recipe and architecture, and the
+    spread between the seeds of each benchmark."""
+    lines = []
+    for (recipe, arch), g in models.groupby(["recipe", "arch"], sort=True):
+        low = g.loc[g["held-out score"].idxmin()]
+        lines.append(f"`{recipe}` / `{arch}`: {len(g)} models, held-out scores {g['held-out score'].min():.4f} to "
+                     f"{g['held-out score'].max():.4f} ({'all' if (g['held-out score'] >= bar).all() else 'not all'} "
+                     f"at least {bar:.2f}; lowest `{low['model']}`), ECE {g['ECE'].min():.3f} to {g['ECE'].max():.3f}.")
+    seeded = models[models["recipe"] == "label"].groupby("benchmark")["held-out score"]
+    spread = seeded.max() - seeded.min()
+    if len(spread) and (seeded.size() > 1).any():
+        lines.append("Between the seeds of one benchmark the held-out score differs by at most "
+                     f"{spread.max():.4f} (`{spread.idxmax()}`).")
+    return "\n\n".join(lines)
