@@ -141,7 +141,7 @@ def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
     card = (tmp_path / "models" / "CARD.md").read_text()
     assert "shapes-single-resnet" in card and "crescent" in card
     loaded = synthetic.load_model("shapes-single", "resnet", tmp_path, torch.device("cpu"),
-                                  train_if_missing=False)
+                                  train_if_missing=False, recipe="label")
     assert nets.state_dict_sha256(loaded) == rec["sha256"]
 
 
@@ -293,7 +293,7 @@ def test_old_checkpoint_is_a_clear_error(tmp_path):
     rec = {"variant": "shapes-single", "arch": "resnet", "generator_version": 2}
     (tmp_path / "models").mkdir()
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"python -m cam_core train --all"):
         cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
 
@@ -306,12 +306,12 @@ def test_checkpoint_of_another_spec_is_a_clear_error(tmp_path):
            "checkpoint_version": checkpoints.CHECKPOINT_VERSION, "generator_fingerprint": "0" * 8}
     (tmp_path / "models").mkdir()
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"other settings.*--arch resnet"):
         cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
     rec["generator_fingerprint"] = generator.fingerprint("shapes-single")
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     assert cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu") is not None
 
 

@@ -70,9 +70,11 @@ def preprocess(image: Any) -> Tensor:
 
 
 def load_model(variant: str, arch: str, data_dir: Path, device: torch.device | str = "cpu",
-               train_if_missing: bool = True, model_seed: int = 0, recipe: str = "label") -> nn.Module:
+               train_if_missing: bool = True, model_seed: int = 0, recipe: str | None = None) -> nn.Module:
     """The trained classifier (eval mode, on ``device``); trained now if its checkpoint is missing
-    and ``train_if_missing``. A checkpoint of an older version is an error that says how to retrain."""
+    and ``train_if_missing``. A checkpoint of an older version is an error that says how to retrain.
+    ``recipe`` None: :func:`training.default_recipe`."""
+    recipe = training.default_recipe(variant, arch) if recipe is None else recipe
     path = checkpoints.checkpoint_path(data_dir, variant, arch, model_seed, recipe)
     if not path.exists() and train_if_missing and arch in nets.ARCHS:
         log.warning("no checkpoint at %s: training %s now (minutes on a CPU)", path, path.stem)
