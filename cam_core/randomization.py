@@ -178,20 +178,26 @@ def randomization_check(model: nn.Module, layer: str, methods: Sequence[MethodLi
     Returns ``method, spearman_head, ssim_head, spearman_class, ssim_class, randomization`` where
     ``randomization`` is ``"pass"`` when the head-randomized maps' mean Spearman correlation with the
     original ones is below ``threshold`` (the maps depend on the weights that make the decision) and
-    ``"fail"`` otherwise."""
+    ``"fail"`` otherwise; ``"n/a"`` (with the reason in ``note``) for a method the model does not admit
+    (CAM needs a global-average-pool + Linear head)."""
     head = head_layers(model, layer)
     if not head:
         raise ValueError(f"no layer with parameters above {layer!r}: nothing to randomize in the head")
     rows = []
+    nan = float("nan")
     for m in methods:
         name = m if isinstance(m, str) else getattr(m, "name", getattr(m, "__name__", str(m)))
         kw = (method_kwargs or {}).get(name)
-        rnd = randomization(model, layer, m, x, target, "cascade", seed, layers=head, method_kwargs=kw)
+        try:
+            rnd = randomization(model, layer, m, x, target, "cascade", seed, layers=head, method_kwargs=kw)
+        except ValueError as err:  # a method this model's head does not admit (e.g. CAM needs GAP + Linear)
+            rows.append((name, nan, nan, nan, nan, "n/a", str(err).split(";")[0].split(". ")[0]))
+            continue
         last = rnd.iloc[-1]
         cls = class_sensitivity(model, layer, m, x, method_kwargs=kw).iloc[0]
         rows.append((name, float(last["spearman"]), float(last["ssim"]), float(cls["spearman"]),
-                     float(cls["ssim"]), "pass" if last["spearman"] < threshold else "fail"))
+                     float(cls["ssim"]), "pass" if last["spearman"] < threshold else "fail", ""))
     out = pd.DataFrame(rows, columns=["method", "spearman_head", "ssim_head", "spearman_class", "ssim_class",
-                                      "randomization"])
+                                      "randomization", "note"])
     out.attrs["threshold"] = threshold
     return out

@@ -235,4 +235,9 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
         if len(ok):
             lines.append("- Pass: " + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in ok.itertuples())
                          + ".")
+        na = t[t["randomization"] == "n/a"]
+        if len(na):
+            lines.append("- Not applicable to this model: " + ", ".join(
+                f"{r.method} ({r.note})" if "note" in t.columns and r.note else r.method for r in na.itertuples())
+                + ".")
     return "\n".join(lines)

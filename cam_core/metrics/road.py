@@ -96,6 +96,8 @@ def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: fl
     r = b - apply(u, removed)
     rr = (r * r).sum(dim=(2, 3), keepdim=True)  # (M, 1, 1, 1)
     limit = (tol * b.flatten(1).norm(dim=1)).view(-1, 1, 1, 1) ** 2
+    # nothing kept: nothing to solve (the residual is rounding only, and b = 0 would never stop the loop)
+    limit = torch.where(kept.sum(dim=(2, 3), keepdim=True) > 0, limit, torch.inf)
     # conjugate gradients on the systems not yet converged only: a converged system is set aside
     # (so its result does not depend on the others in the batch) and the rest are compacted
     ids = torch.arange(u.shape[0], device=x.device)
@@ -110,6 +112,7 @@ def road_impute(x: Tensor, keep_mask: Tensor, seed: int | None = 0, *, noise: fl
                 break
         ap = apply(cp, crem)
         pap = (cp * ap).sum(dim=(2, 3), keepdim=True)
+        clim = torch.where(pap > 0, clim, torch.inf)  # a direction of no curvature: stop there (rounding)
         alpha = torch.where(pap > 0, crr / pap.clamp_min(tiny), 0.0)
         cu = cu + alpha * cp
         cr = cr - alpha * ap
