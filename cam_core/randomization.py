@@ -51,10 +51,12 @@ def _saliency(make: Callable[[nn.Module, str], Any], model: nn.Module, layer: st
     return (out.saliency if hasattr(out, "saliency") else out).detach()  # (N, H, W)
 
 
-def randomizable_layers(model: nn.Module) -> list[str]:
-    """The modules that hold parameters of their own, from the logits down (reverse registration order,
+def randomizable_layers(model: nn.Module, kinds: tuple[type[nn.Module], ...] | None = None) -> list[str]:
+    """The modules that hold parameters of their own (of the types ``kinds`` only, e.g. ``(nn.Conv2d,
+    nn.Linear)`` to leave normalisation layers out), from the logits down (reverse registration order,
     the forward order of a sequential net)."""
-    return [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))][::-1]
+    return [n for n, m in model.named_modules() if n and any(True for _ in m.parameters(recurse=False))
+            and (kinds is None or isinstance(m, kinds))][::-1]
 
 
 def head_layers(model: nn.Module, layer: str) -> list[str]:
