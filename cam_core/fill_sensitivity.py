@@ -80,7 +80,7 @@ def fill_table(runs: pd.DataFrame, method: str = "LIFT-CAM", reference: str = "z
 #: the book's fill-sensitivity run: chapters 04 and 07 ask for exactly this, so the second reads the first's
 #: cached per-image results (cc.evaluate's cache); sizes by where it runs
 BOOK_RUN: dict[str, Any] = {"benchmark": "shapes-clutter",
-                            "cpu": {"n_images": 50, "steps": 10}, "cuda": {"n_images": 1000, "steps": 40},
+                            "cpu": {"n_images": 40, "steps": 10}, "cuda": {"n_images": 1000, "steps": 40},
                             "smoke": {"n_images": 4, "steps": 4}}
 
 
