@@ -154,7 +154,7 @@ def plot_cascade(maps_by_method: Mapping[str, Mapping[str, Tensor]], image: Tens
                  index: int = 0) -> Any:
     """The cascading-randomization figure (Adebayo et al., 2018, Fig. 2): one row per method, the original
     map then the map after each cascade step (``{method: {"original": (N, H, W), layer: (N, H, W), ...}}``
-    as :func:`cam_core.randomization.randomization` returns with ``return_maps``); image ``index``."""
+    as :func:`cam_core.evaluation.randomization.randomization` returns with ``return_maps``); image ``index``."""
     plt = _mpl()
     methods = list(maps_by_method)
     steps = list(maps_by_method[methods[0]])
@@ -181,7 +181,7 @@ def plot_cascade(maps_by_method: Mapping[str, Mapping[str, Tensor]], image: Tens
 
 def plot_randomization_curves(df: pd.DataFrame, value: str = "spearman", ax: Any = None) -> Any:
     """Similarity to the original maps (``value``) along the cascade, one line per method (``df``: the
-    concatenated :func:`cam_core.randomization.randomization` frames with a ``method`` column)."""
+    concatenated :func:`cam_core.evaluation.randomization.randomization` frames with a ``method`` column)."""
     plt = _mpl()
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))

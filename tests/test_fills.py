@@ -249,7 +249,7 @@ def test_contrast_moves_ad_but_not_the_contrast_free_drops():
 
 
 def test_fill_table_verdicts_and_rank_agreement(tmp_path):
-    from cam_core import fill_sensitivity as FS
+    from cam_core.evaluation import fill_sensitivity as FS
 
     assert FS.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert FS.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0

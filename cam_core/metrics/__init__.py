@@ -6,6 +6,9 @@
 - drop: contrast-free AD@q / ADD@q (keep or remove the top q % pixels; issue 20);
 - localization: energy-based pointing game (Eq. 14, Table 5), hit/miss pointing game;
 - similarity: cosine similarity of coefficients (Table 2), local-accuracy error (Eq. 8).
+
+May import: the base modules, model, kernels (never methods, benchmarks, evaluation, vqa, book;
+see cam_core/ARCHITECTURE.md).
 """
 from cam_core.metrics.drop import TOP_Q, drop_metric_names, parse_drop_metric, top_q_drops, top_q_masks
 from cam_core.metrics.faithfulness import (
@@ -65,8 +68,22 @@ METRIC_FAMILIES: dict[str, str] = {
     "energy": "localization", "pointing": "localization",
 }
 
+#: aggregate = SCALE * mean over images (the paper reports IC/AD/ADD/energy in %)
+SCALE: dict[str, float] = {
+    "IC": 100.0,
+    "AD": 100.0,
+    "ADD": 100.0,
+    "insertion": 1.0,
+    "deletion": 1.0,
+    "energy": 100.0,
+    "pointing": 100.0,
+    "local_accuracy": 1.0,
+    "cosine": 1.0,
+    **{name: 100.0 for name in drop_metric_names()},
+}
+
 __all__ = [
-    "HIGHER_IS_BETTER", "METRIC_FAMILIES",
+    "HIGHER_IS_BETTER", "METRIC_FAMILIES", "SCALE",
     "TOP_Q", "drop_metric_names", "parse_drop_metric", "top_q_drops", "top_q_masks",
     "ROAD_KEEP_THRESHOLD", "ROAD_NOISE", "road_impute", "check_baseline", "fill_image",
     "BASELINES", "ConfidenceScores", "average_drop", "average_drop_in_deletion", "baseline_image", "black",

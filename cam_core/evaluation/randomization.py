@@ -62,7 +62,7 @@ def randomizable_layers(model: nn.Module, kinds: tuple[type[nn.Module], ...] | N
 def head_layers(model: nn.Module, layer: str) -> list[str]:
     """The layers of :func:`randomizable_layers` that lie above ``layer`` (in the head that maps the
     layer's activations to the logits, :func:`cam_core.split_model`), from the logits down."""
-    from cam_core.split import split_model
+    from cam_core.model.split import split_model
 
     head = {id(p) for p in split_model(model, layer).head.parameters()}
     named = dict(model.named_modules())

@@ -71,7 +71,7 @@ def rescaling(bench: Any, methods: Sequence[str], n_images: int = 60, seed: int 
 
 
 def _means(df: pd.DataFrame) -> pd.DataFrame:
-    from cam_core.evaluation import SCALE
+    from cam_core.metrics import SCALE
 
     out = df.groupby(["metric", "method", "power"], sort=False)["value"].mean().reset_index()
     out["value"] *= out["metric"].map(lambda m: SCALE.get(m, 1.0))

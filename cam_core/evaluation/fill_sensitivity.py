@@ -38,7 +38,7 @@ def fill_runs(bench: Any, methods: Sequence[str] | None = None, fills: Sequence[
               n_images: int = 60, seed: int = 0, *, metrics: Sequence[str] = ("insertion", "deletion"),
               steps: int = 20, batch_size: int = 16, cache: Any = True) -> pd.DataFrame:
     """``cc.evaluate`` once per fill (cached like any run): one tidy frame with a ``fill`` column."""
-    from cam_core.evaluation import evaluate
+    from cam_core.evaluation.runner import evaluate
     from cam_core.methods.registry import PAPER_METHODS
 
     methods = list(PAPER_METHODS if methods is None else methods)
@@ -55,7 +55,7 @@ def fill_table(runs: pd.DataFrame, method: str = "LIFT-CAM", reference: str = "z
     methods' mean order with the ``reference`` fill's on that metric) and ``rank`` (the method's place
     among all, 1 = best, by the metric's direction)."""
     from cam_core.metrics import HIGHER_IS_BETTER
-    from cam_core.statistics import paired_table
+    from cam_core.evaluation.statistics import paired_table
 
     if "fill" not in runs.columns:
         raise ValueError("runs needs a fill column: pass fill_runs(...)'s frame")

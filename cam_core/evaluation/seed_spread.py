@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.statistics import _scale, seed_variance
+from cam_core.evaluation.statistics import _scale, seed_variance
 
 
 def _frames(frames: Mapping[str, pd.DataFrame] | pd.DataFrame) -> pd.DataFrame:
@@ -32,7 +32,7 @@ def table(frames: Mapping[str, pd.DataFrame] | pd.DataFrame, methods: Sequence[s
     """Per benchmark, method and metric: the mean of each model seed (columns ``seed <k>``, in the
     table's units), ``range`` (largest minus smallest per-seed mean), ``sd_images`` (the spread of one
     image's value within a model) and ``share_of_mean`` (the share of the variance of the table's mean
-    that comes from the seeds, :func:`cam_core.statistics.seed_variance`)."""
+    that comes from the seeds, :func:`cam_core.evaluation.statistics.seed_variance`)."""
     df = _frames(frames)
     if methods is not None:
         df = df[df["method"].isin(methods)]

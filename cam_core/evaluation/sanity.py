@@ -1,6 +1,6 @@
 r"""The sanity check of a faithfulness / localization table: does the true box beat a map that knows nothing?
 
-A metric that cannot tell the ground-truth box (``"Box"``, :mod:`cam_core.reference_maps`) from a
+A metric that cannot tell the ground-truth box (``"Box"``, :mod:`cam_core.evaluation.reference_maps`) from a
 constant or a random map measures something other than whether a map points at the object
 (e.g. map coverage, or how the model reacts to an out-of-distribution fill). Every chapter that
 shows such a table evaluates the sanity maps too, and shows :func:`warning` above its table::
@@ -16,7 +16,7 @@ the methods, and it states which metrics are degenerate (every method scores the
 single-label IC at 0: :func:`degenerate_metrics`).
 
 The model-randomization and class-sensitivity checks (Adebayo et al., 2018) live in
-:mod:`cam_core.randomization` and are re-exported here: ``cc.sanity.randomization(model, layer,
+:mod:`cam_core.evaluation.randomization` and are re-exported here: ``cc.sanity.randomization(model, layer,
 method, x)``, ``cc.sanity.class_sensitivity(...)``, ``cc.sanity.randomization_check(...)``.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.randomization import (  # noqa: F401  re-exported: cc.sanity.randomization(...)
+from cam_core.evaluation.randomization import (  # noqa: F401  re-exported: cc.sanity.randomization(...)
     class_sensitivity,
     head_layers,
     randomizable_layers,
@@ -196,8 +196,8 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
     """Markdown bullets, each computed from this run: which metrics are degenerate
     (:func:`degenerate_metrics`), where a constant or random map beats the methods
     (:func:`beaten_by_baselines`), which metrics the map's contrast dominates
-    (:func:`cam_core.contrast.dominated`'s table) and which methods fail the randomization check
-    (:func:`cam_core.randomization.randomization_check`'s table)."""
+    (:func:`cam_core.evaluation.contrast.dominated`'s table) and which methods fail the randomization check
+    (:func:`cam_core.evaluation.randomization.randomization_check`'s table)."""
     lines = []
     if summary is not None:
         deg = degenerate_metrics(summary)
