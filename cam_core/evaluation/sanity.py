@@ -204,7 +204,7 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
         if deg.empty:
             lines.append("- No metric gives every method the same value in this run.")
         for _, r in deg.iterrows():
-            lines.append(f"- **{r['metric']} is degenerate** on {_where(r) or 'this run '}: "
+            lines.append(f"- **{r['metric']} is degenerate** on {_where(r).strip() or 'this run'}: "
                          f"{r['value']:.4g} for all {r['n_methods']} methods, so it cannot rank them.")
         beaten = beaten_by_baselines(summary)
         if beaten.empty:
