@@ -45,6 +45,6 @@ def test_recipe_ablation_table_and_text():
     t = cc.recipe_ablation.table(s, methods=["LIFT-CAM", "Box"], metrics=["AD"])
     assert t.loc["Box", ("AD", "evidence")] == 5.0 and t.loc["LIFT-CAM", ("AD", "label")] == 10.0
     text = cc.recipe_ablation.text(s, cams=["LIFT-CAM", "Grad-CAM"])
-    assert "label: Box 40.0 vs Uniform 30.0, LIFT-CAM rank 1 of 2" in text
-    assert "evidence: Box 5.0 vs Uniform 30.0, LIFT-CAM rank 2 of 2" in text
+    assert "label: Box 40 vs Uniform 30, LIFT-CAM rank 1 of 2" in text
+    assert "evidence: Box 5 vs Uniform 30, LIFT-CAM rank 2 of 2" in text
     assert "differs between the recipes on 1 of 1 metrics" in text

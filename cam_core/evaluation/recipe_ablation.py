@@ -50,7 +50,7 @@ def text(summaries: Mapping[str, pd.DataFrame], cams: Sequence[str], metrics: Se
             mean = s[s["metric"] == metric].set_index("method")["mean"]
             if mean.empty:
                 continue
-            gap = (f"Box {mean['Box']:.1f} vs Uniform {mean['Uniform']:.1f}"
+            gap = (f"Box {mean['Box']:.3g} vs Uniform {mean['Uniform']:.3g}"
                    if {"Box", "Uniform"} <= set(mean.index) else "no sanity rows")
             r = _rank(s, metric, method, cams)
             ranks.append(r)
