@@ -243,7 +243,7 @@ def test_every_model_is_committed():
     """Every default model (label recipe) with its seeds (3 for the VGG-style models, issue 20), and the
     evidence recipe's ablation models; each record says its recipe (``config["target"]``) and seed."""
     expected = sorted(checkpoints.model_key(v, a, k, r) for r in checkpoints.TARGETS
-                      for v, a, k in training.planned(r))
+                      for v, a, k, _ in training.planned(r))
     assert sorted(k for k, _ in COMMITTED) == expected
     for v in generator.VARIANTS:
         seeds = {rec["seed"] for _, rec in COMMITTED if rec["variant"] == v and rec["arch"] == "vgg"
