@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SMOKE ?= 0
 DEVICE ?= auto
 
-.PHONY: venv browser test test-all lint models book book-smoke bench demo lab clean
+.PHONY: venv browser sandbox test test-all lint models book book-smoke bench demo lab clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,12 +30,24 @@ browser:
 	    echo "make: could not install chromium; the browser test will be skipped"; \
 	  else echo "make: no chromium and not root: the browser test will be skipped (install chromium to run it)"; fi; }
 
+## Debian's bubblewrap, the sandbox `course grade` runs each submission in (cam_core/course_sandbox.py,
+## tests/test_course.py): installed with apt when missing and run as root; otherwise grading refuses to run
+## (it says how to install it) and the course's grading tests are skipped.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || \
+	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's bubblewrap for the course grader's sandbox"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
+	    echo "make: could not install bubblewrap; course grade will refuse to run and its tests will be skipped"; \
+	  else echo "make: no bubblewrap and not root: the course grading tests will be skipped (apt-get install bubblewrap)"; fi; }
+
 ## The tests (what .ci/run calls): library tests, a smoke run of every chapter, a book build, the
 ## built pages opened in headless chromium with the network off.
-test: $(STAMP) browser
+test: $(STAMP) browser sandbox
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP) browser
+test-all: $(STAMP) browser sandbox
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
