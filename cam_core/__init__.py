@@ -84,6 +84,12 @@ _SUBMODULES: dict[str, str] = {
     "chapter": "cam_core.book.chapter",
     "paper": "cam_core.book.paper",
     "convergence": "cam_core.book.convergence",
+    # issue 20
+    "contrast": "cam_core.evaluation.contrast",
+    "fill_sensitivity": "cam_core.evaluation.fill_sensitivity",
+    "randomization": "cam_core.evaluation.randomization",
+    "seed_spread": "cam_core.evaluation.seed_spread",
+    "recipe_ablation": "cam_core.evaluation.recipe_ablation",
 }
 
 
