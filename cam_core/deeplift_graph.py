@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
-from cam_core.deeplift_rules import LINEAR_MODULES, Rule, RuleFunction, layer_norm, maxpool, product, rescale
+from cam_core.deeplift_rules import Rule, RuleFunction, is_linear, layer_norm, maxpool, product, rescale
 
 __all__ = ["run_graph", "ELEMENTWISE", "LINEAR_FUNCTIONS", "LINEAR_METHODS"]
 
@@ -122,7 +122,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         kind = type(module)
         if kind in self.table:
             return self._rule(args[0], module.forward, module, self.table[kind])
-        if kind in LINEAR_MODULES:
+        if is_linear(module):
             return module(*args, **kwargs)
         raise ValueError(
             f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} ({target!r} in the traced "

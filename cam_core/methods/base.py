@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.layers import resolve_layer
+from cam_core.layers import resolve_call, resolve_layer
 from cam_core.runtime import check_grad_mode, eval_mode
 from cam_core.split import Split, split_model
 from cam_core.targets import as_target
@@ -128,6 +128,7 @@ class BaseCAM:
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.target_layer, self.layer_module = resolve_layer(model, target_layer)
+        self._call = resolve_call(model, target_layer)[2]  # which call of a shared module (node name)
         self.batch_size = int(batch_size)
         if split is not None:
             self.split: Split | None = Split(*split)
@@ -212,24 +213,24 @@ class BaseCAM:
 
     def _forward_with_hook(self, x: Tensor, target: int | Tensor | None) -> CAMContext:
         """Activations and gradients via a forward hook on the layer (models that cannot be split)."""
-        store: dict[str, Tensor] = {}
+        calls: list[Tensor] = []  # one per call of the layer (a shared module runs more than once)
 
         def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor | None:
             if not isinstance(out, Tensor):
-                store["a"] = out
+                calls.append(out)
                 return None
             # A is a leaf of its own: it requires grad even in a frozen model (requires_grad=False
             # everywhere), and the model continues on a copy, so an in-place op after the layer
             # (DenseNet's F.relu(inplace=True)) changes neither A nor its gradient
             a = out.detach().clone().requires_grad_(True)
-            store["a"] = a
+            calls.append(a)
             return a.clone()
 
         handle = self.layer_module.register_forward_hook(hook)
         try:
             with torch.enable_grad():
                 logits = self.model(x)
-                a = store.get("a")
+                a = calls[-1 if self._call is None else self._call] if calls else None
                 self._check_activations(a)
                 t = self._resolve_target(target, logits.detach())
                 (g,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), a)
