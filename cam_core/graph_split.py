@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import operator
 
+import torch
 import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from cam_core.runtime import eval_mode
 
-__all__ = ["traced_split", "TraceSplitError", "call_sites"]
+__all__ = ["traced_split", "TraceSplitError", "call_sites", "as_chain"]
 
 
 class TraceSplitError(ValueError):
@@ -195,3 +197,81 @@ def traced_split(model: nn.Module, layer: nn.Module, call: int | None = None
     name = type(model).__name__
     return (torch.fx.GraphModule(model, body_graph, class_name=f"{name}Body"),
             torch.fx.GraphModule(model, head_graph, class_name=f"{name}Head"))
+
+
+_POINTWISE_FUNCTIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.relu6: nn.ReLU6}
+_CONV_FUNCTIONS = (F.conv2d, torch.conv2d)
+
+
+def _flatten_step(node: torch.fx.Node, prev: torch.fx.Node, shapes: set[torch.fx.Node]) -> nn.Module | None:
+    """``x.view(bs, -1)`` / ``x.reshape(bs, -1)`` (bs a batch-size read), ``x.flatten(1)``,
+    ``torch.flatten(x, 1)``: ``nn.Flatten(1)``."""
+    args = node.args
+    if node.op == "call_method" and node.target in ("view", "reshape") and len(args) == 3:
+        if args[0] is prev and args[1] in shapes and args[2] == -1:
+            return nn.Flatten(1)
+    flat = (node.op == "call_method" and node.target == "flatten") or (
+        node.op == "call_function" and node.target is torch.flatten)
+    if flat and args[0] is prev and tuple(args[1:]) in ((1,), (1, -1)) and not node.kwargs:
+        return nn.Flatten(1)
+    return None
+
+
+def _step(gm: torch.fx.GraphModule, node: torch.fx.Node, prev: torch.fx.Node,
+          shapes: set[torch.fx.Node]) -> nn.Module | None:
+    """The module that computes ``node`` from ``prev`` alone (sharing the model's parameters), or None."""
+    if node.op == "call_module":
+        ok = tuple(node.args) == (prev,) and not node.kwargs
+        return gm.get_submodule(str(node.target)) if ok else None
+    flat = _flatten_step(node, prev, shapes)
+    if flat is not None:
+        return flat
+    if node.op != "call_function" or not node.args or node.args[0] is not prev:
+        return None
+    if node.target in _POINTWISE_FUNCTIONS and len(node.args) == 1 and set(node.kwargs) <= {"inplace"}:
+        return _POINTWISE_FUNCTIONS[node.target]()
+    if node.target is F.adaptive_avg_pool2d and len(node.args) == 2 and not node.kwargs:
+        return nn.AdaptiveAvgPool2d(node.args[1])
+    if node.target in _CONV_FUNCTIONS and not node.kwargs and 2 <= len(node.args) <= 7:
+        defaults = (None, None, None, 1, 0, 1, 1)  # input, weight, bias, stride, padding, dilation, groups
+        _, w, b, stride, padding, dilation, groups = (*node.args, *defaults[len(node.args):])
+        if not (isinstance(w, torch.fx.Node) and w.op == "get_attr"):
+            return None
+        if b is not None and not (isinstance(b, torch.fx.Node) and b.op == "get_attr"):
+            return None
+        weight = gm.get_parameter(str(w.target)) if isinstance(w.target, str) else None
+        if weight is None:
+            return None
+        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]), stride, padding,
+                         dilation, groups, bias=b is not None, device="meta")
+        conv.weight = weight  # shared, not copied
+        if b is not None:
+            conv.bias = gm.get_parameter(str(b.target))
+        return conv
+    return None
+
+
+def as_chain(gm: torch.fx.GraphModule) -> list[nn.Module] | None:
+    """The traced head as the chain of modules it runs (sharing its parameters), when it is one: every
+    node takes the previous one as its only tensor input (reads of the batch size aside). None if not.
+    Lets the Sequential shortcuts (SHAP-CAM's and Ablation-CAM's first-linear terms) see traced heads."""
+    nodes = list(gm.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        return None
+    prev = placeholders[0]
+    shapes = {n for n in nodes if _is_shape_read(n) and n.args and n.args[0] is prev}
+    shapes |= {n for n in nodes if n.op == "call_function" and n.target is operator.getitem
+               and n.args[0] in shapes}
+    chain: list[nn.Module] = []
+    for node in nodes:
+        if node.op in ("placeholder", "get_attr") or node in shapes:
+            continue
+        if node.op == "output":
+            return chain if node.args[0] is prev else None
+        step = _step(gm, node, prev, shapes)
+        if step is None:
+            return None
+        chain.append(step)
+        prev = node
+    return None

@@ -174,3 +174,28 @@ def test_the_stock_pretrained_efficientnet_lite0_splits_bit_for_bit() -> None:
     body, head = cc.split_model(model, "_blocks.15")
     _, delta = cc.deeplift(head, body(x), target=y.argmax(1), return_delta=True)
     assert delta.abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("call", [1, 0])
+def test_shap_cam_fast_path_on_a_traced_head_equals_the_generic_game(call: int) -> None:
+    """The traced head runs as a chain (pool -> view(bs, -1) -> Linear, or 1x1 conv -> BN -> ReLU6 ->
+    pool -> Linear): the first-layer shortcut gives the same values as evaluating the head."""
+    from cam_core import shapley
+    from cam_core.graph_split import as_chain
+
+    model = _model(SharedActivation)
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))
+    body, head = cc.split_model(model, "act", call=call)  # call 0: the head starts with a 1x1 F.conv2d
+    assert as_chain(head) is not None
+    with torch.no_grad():
+        a = body(x)
+        t = head(a).argmax(1)
+    assert shapley.first_linear_terms(head, a, t) is not None
+    fast = shapley.permutation(head, a, t, 20, seed=0, fast=True)
+    slow = shapley.permutation(head, a, t, 20, seed=0, fast=False)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+    ablation = cc.AblationCAM(model, "act", split=(body, head))(x).alpha  # the same shortcut
+    generic = nn.Sequential(head, nn.Identity(), nn.Identity())  # not a chain the shortcut reads
+    assert shapley.first_linear_terms(generic, a, t) is None
+    ablation_generic = cc.AblationCAM(model, "act", split=(body, generic))(x).alpha
+    torch.testing.assert_close(ablation, ablation_generic, rtol=1e-4, atol=1e-5)
