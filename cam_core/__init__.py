@@ -57,7 +57,8 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "cam_core.evaluation",
 }
 _SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
-               "reference_maps", "statistics", "sanity", "claims", "chapter", "paper", "lrp", "surrogate"}
+               "reference_maps", "statistics", "sanity", "claims", "chapter", "paper", "lrp", "surrogate",
+               "photo_study"}
 
 
 def __getattr__(name: str) -> Any:
