@@ -88,3 +88,24 @@ def test_lift_cam_stays_close_to_shap_cam_at_an_inner_block_with_a_non_linear_he
                                      n_orderings=100, indices=[4, 6])
     cos = df[df["metric"] == "cosine"].groupby("method")["value"].mean()
     assert cos["LIFT-CAM"] > 0.97 and cos["LIFT-CAM"] > cos["Grad-CAM"] + 0.3
+
+
+def test_explain_command_writes_overlays_and_a_csv_and_bad_inputs_get_one_line(tmp_path, capsys, bench) -> None:
+    import csv
+
+    from cam_core.cli import main
+
+    photo = str(bench.paths[4])  # coffee
+    assert main(["explain", photo, "--model", "efficientnet-lite0", "--methods", "Grad-CAM", "LIFT-CAM",
+                 "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "explanations.csv")))
+    assert [r["method"] for r in rows] == ["Grad-CAM", "LIFT-CAM"]
+    assert rows[0]["target_name"] == "espresso" and len(rows[1]["alpha"].split()) == 1280
+    assert (tmp_path / "coffee_LIFT-CAM.png").is_file() and (tmp_path / "coffee.png").is_file()
+    for bad, why in [(["nope.jpg"], "does not exist"), ([photo, "--model", "resnet"], "not known"),
+                     ([photo, "--methods", "Grad-CAN"], "unknown Grad-CAN"),
+                     ([photo, "--layer", "_blocks.99"], "not a layer")]:
+        capsys.readouterr()
+        assert main(["explain", *bad, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
