@@ -30,7 +30,7 @@ from cam_core.metrics.similarity import cosine_similarity, local_accuracy_error
 from cam_core.runtime import eval_mode
 from cam_core.split import split_model
 
-__all__ = ["PhotoMaps", "explain_photos", "figure", "lift_vs_shap", "REFERENCE_ROW"]
+__all__ = ["PhotoMaps", "explain_photos", "figure", "lift_vs_shap", "timing_table", "REFERENCE_ROW"]
 
 #: the row of :func:`lift_vs_shap` that holds the reference's convergence error
 REFERENCE_ROW = "SHAP-CAM (half vs half)"
