@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 import cam_core as cc
-from cam_core import distributed
 from cam_core.evaluation import DEFAULT_METRICS, evaluate
+from cam_core.evaluation import ray_executor as distributed
 from cam_core.methods.base import eval_mode
 
 

@@ -38,39 +38,61 @@ _EXPORTS: dict[str, str] = {
     "KernelSHAPCAM": "cam_core.methods.attribution",
     "METHODS": "cam_core.methods.registry",
     "PAPER_METHODS": "cam_core.methods.registry",
-    "SANITY_MAPS": "cam_core.reference_maps",
+    "SANITY_MAPS": "cam_core.evaluation.reference_maps",
     "RECENT_METHODS": "cam_core.methods.registry",
     "SUPPLEMENT_METHODS": "cam_core.methods.registry",
     "get_method": "cam_core.methods.registry",
     # model split and layers
-    "split_model": "cam_core.split",
-    "Split": "cam_core.split",
-    "resolve_layer": "cam_core.layers",
-    "layer_names": "cam_core.layers",
-    "last_map_layer": "cam_core.layers",
+    "split_model": "cam_core.model.split",
+    "Split": "cam_core.model.split",
+    "resolve_layer": "cam_core.model.layers",
+    "layer_names": "cam_core.model.layers",
+    "last_map_layer": "cam_core.model.layers",
     # kernels
-    "deeplift": "cam_core.rescale",
+    "deeplift": "cam_core.kernels.rescale",
     # runtime
     "seed_everything": "cam_core.runtime",
     "resolve_device": "cam_core.runtime",
     # evaluation
-    "evaluate": "cam_core.evaluation",
+    "evaluate": "cam_core.evaluation.runner",
 }
-_SUBMODULES = {"shapley", "metrics", "benchmarks", "results", "plotting", "vqa", "evaluation", "methods",
-               "reference_maps", "statistics", "sanity", "claims", "chapter", "paper", "lrp", "surrogate",
-               "photo_study"}
+# cc.<name> -> the module it names (the package layout: cam_core/ARCHITECTURE.md)
+_SUBMODULES: dict[str, str] = {
+    "kernels": "cam_core.kernels",
+    "model": "cam_core.model",
+    "methods": "cam_core.methods",
+    "metrics": "cam_core.metrics",
+    "benchmarks": "cam_core.benchmarks",
+    "evaluation": "cam_core.evaluation",
+    "vqa": "cam_core.vqa",
+    "book": "cam_core.book",
+    "plotting": "cam_core.plotting",
+    "shapley": "cam_core.kernels.shapley",
+    "lrp": "cam_core.kernels.lrp",
+    "surrogate": "cam_core.kernels.surrogate",
+    "results": "cam_core.evaluation.results",
+    "reference_maps": "cam_core.evaluation.reference_maps",
+    "statistics": "cam_core.evaluation.statistics",
+    "sanity": "cam_core.evaluation.sanity",
+    "distributed": "cam_core.evaluation.ray_executor",
+    "photo_study": "cam_core.evaluation.photo_study",
+    "claims": "cam_core.book.claims",
+    "chapter": "cam_core.book.chapter",
+    "paper": "cam_core.book.paper",
+    "convergence": "cam_core.book.convergence",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"cam_core.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'cam_core' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS) | _SUBMODULES)
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
 __all__ = sorted(_EXPORTS)

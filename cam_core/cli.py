@@ -11,13 +11,13 @@ import sys
 
 # command modules, in the order `--help` lists them
 COMMAND_MODULES = (
-    "cam_core.demo",  # demo: explain a few images with every method, write a figure
+    "cam_core.book.demo",  # demo: explain a few images with every method, write a figure
     "cam_core.benchmarks.training",  # train: train/verify the embedded benchmark's CNNs
-    "cam_core.explain",  # explain: your own photos on a pretrained EfficientNet-Lite
-    "cam_core.evaluation",  # evaluate: the paper's tables on any benchmark, resumable
+    "cam_core.book.explain",  # explain: your own photos on a pretrained EfficientNet-Lite
+    "cam_core.evaluation.runner",  # evaluate: the paper's tables on any benchmark, resumable
     "cam_core.vqa.training",  # train-vqa: the embedded VQA model
-    "cam_core.book",  # book: run every chapter with papermill and build the Jupyter Book
-    "cam_core.course",  # course: release and grade the book's nbgrader assignments
+    "cam_core.book.build",  # book: run every chapter with papermill and build the Jupyter Book
+    "cam_core.book.course",  # course: release and grade the book's nbgrader assignments
 )
 
 

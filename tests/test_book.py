@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cam_core import book, paper
+from cam_core.book import build as book
+from cam_core.book import paper
 
 REPO = Path(__file__).resolve().parents[1]
 #: the book's chapters, exactly: a missing or renamed chapter fails the tests instead of being skipped

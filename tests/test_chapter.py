@@ -1,4 +1,4 @@
-"""cam_core.chapter: the checks every chapter runs before it measures anything, and where results go."""
+"""cam_core.book.chapter: the checks every chapter runs before it measures anything, and where results go."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cam_core import chapter, results
+from cam_core.book import chapter
+from cam_core.evaluation import results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_book_runner_checks_every_chapter_first_and_smoke_runs_keep_their_own_re
         tmp_path, monkeypatch, capsys):
     """A wrong parameter stops the command before any chapter runs (no build folder appears); a smoke
     run's results go to BUILD_DIR/results, a full run's to results/."""
-    from cam_core import book
+    from cam_core.book import build as book
     from cam_core.cli import build_parser
 
     seen = {}

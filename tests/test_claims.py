@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cam_core import claims
-from cam_core import statistics as S
+from cam_core.book import claims
+from cam_core.evaluation import statistics as S
 
 
 def frame(values: dict[str, np.ndarray], metric: str, bench: str) -> pd.DataFrame:

@@ -20,7 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cam_core import cli, course
+from cam_core import cli
+from cam_core.book import course
 
 REPO = Path(__file__).resolve().parents[1]
 COURSE = REPO / "course"

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 import cam_core as cc
-from cam_core.rescale import LINEAR_MODULES, RULES, deeplift, rescale
+from cam_core.kernels.rescale import LINEAR_MODULES, RULES, deeplift, rescale
 
 
 def vgg_style_head(k: int = 6) -> nn.Sequential:
@@ -191,7 +191,7 @@ def test_unknown_nonlinearity_error_and_rules_argument() -> None:
 
 
 def test_package_attribute_is_the_function_in_any_import_order() -> None:
-    import cam_core.rescale  # noqa: F401  the kernel's module has its own name: cc.deeplift stays the function
+    import cam_core.kernels.rescale  # noqa: F401  the kernel's module has its own name: cc.deeplift stays the function
 
     head = nn.Sequential(nn.Flatten(1), nn.Linear(2, 2))
     out = cc.deeplift(head, torch.ones(1, 2, 1, 1), 0)

@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models.convnext import LayerNorm2d
 
 import cam_core as cc
-from cam_core.deeplift_rules import product
+from cam_core.kernels.deeplift_rules import product
 
 ACTIVATIONS = [nn.SiLU(), nn.Hardswish(), nn.Hardsigmoid(), nn.GELU(), nn.GELU(approximate="tanh"),
                nn.ReLU6(), nn.Sigmoid(), nn.Tanh(), nn.ELU(), nn.LeakyReLU(0.1), nn.Mish(), nn.SELU(),

@@ -17,8 +17,8 @@ import test_evaluation
 from ray import cloudpickle
 from test_evaluation import RUN, FakeBench, counting_cam
 
-from cam_core import distributed
 from cam_core.evaluation import evaluate
+from cam_core.evaluation import ray_executor as distributed
 from cam_core.methods.gradient import GradCAM
 
 

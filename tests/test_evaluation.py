@@ -11,9 +11,8 @@ from torch import nn
 
 import cam_core as cc
 from cam_core import metrics as M
-from cam_core import results
 from cam_core.benchmarks.base import Benchmark, Sample
-from cam_core.evaluation import evaluate, summarize
+from cam_core.evaluation import evaluate, results, summarize
 from cam_core.methods.gradient import GradCAM
 
 
@@ -291,7 +290,7 @@ def test_more_images_than_the_benchmark_holds_is_an_error():
 
 
 def test_ctrl_c_says_what_is_cached_and_how_to_resume(tmp_path, monkeypatch):
-    from cam_core import evaluation
+    from cam_core.evaluation import runner as evaluation
 
     real, calls = evaluation._run_batch, []
 

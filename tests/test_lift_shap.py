@@ -11,7 +11,7 @@ from captum_compat import split_block_relus
 from torch import nn
 
 import cam_core as cc
-from cam_core import shapley
+from cam_core.kernels import shapley
 from cam_core.runtime import eval_mode
 
 

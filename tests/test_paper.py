@@ -1,11 +1,11 @@
-"""cam_core.paper: the paper's tables as data, and the paper-vs-measured comparison."""
+"""cam_core.book.paper: the paper's tables as data, and the paper-vs-measured comparison."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cam_core import paper
+from cam_core.book import paper
 
 METHODS6 = ["Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Score-CAM", "Ablation-CAM", "LIFT-CAM"]
 

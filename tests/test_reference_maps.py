@@ -7,8 +7,8 @@ import torch
 from test_evaluation import FakeBench
 
 import cam_core as cc
-from cam_core import reference_maps as R
 from cam_core.evaluation import evaluate, summarize
+from cam_core.evaluation import reference_maps as R
 
 X = torch.zeros(3, 3, 8, 10)
 T = torch.zeros(3, dtype=torch.long)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import cam_core as cc
-from cam_core import sanity
+from cam_core.evaluation import sanity
 
 N_IMAGES = 24
 STEPS = 10

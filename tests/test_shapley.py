@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from cam_core import shapley
-from cam_core.rescale import deeplift
+from cam_core.kernels import shapley
+from cam_core.kernels.rescale import deeplift
 
 
 def vgg_style_head(k: int) -> nn.Sequential:

@@ -181,7 +181,7 @@ def test_shap_cam_fast_path_on_a_traced_head_equals_the_generic_game(call: int) 
     """The traced head runs as a chain (pool -> view(bs, -1) -> Linear, or 1x1 conv -> BN -> ReLU6 ->
     pool -> Linear): the first-layer shortcut gives the same values as evaluating the head."""
     from cam_core import shapley
-    from cam_core.graph_split import as_chain
+    from cam_core.model.graph_split import as_chain
 
     model = _model(SharedActivation)
     x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(3))

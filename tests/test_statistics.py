@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import cam_core as cc
-from cam_core import statistics as S
+from cam_core.evaluation import statistics as S
 
 
 def tidy(values: dict[str, np.ndarray], metric: str = "insertion") -> pd.DataFrame:

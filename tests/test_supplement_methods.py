@@ -18,8 +18,8 @@ from captum.attr._core.lime import get_exp_kernel_similarity_function
 from torch import nn
 
 import cam_core as cc
-from cam_core import shapley, surrogate
-from cam_core.lrp import lrp
+from cam_core.kernels import shapley, surrogate
+from cam_core.kernels.lrp import lrp
 
 
 def _tiny(bias: bool = True) -> nn.Module:

@@ -1,7 +1,8 @@
 """The traced split on torchvision CNN classifiers (issue 13 item 1 and its sweep).
 
 Fast: one model per family on a small input (`make test`). Slow: every CNN classifier at 224 px, as
-``python -m cam_core.torchvision_sweep`` does for the committed table ``results/issue13_sweep.csv``.
+``python -m cam_core.evaluation.torchvision_sweep`` does for the committed table
+``results/issue13_sweep.csv``.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torchvision
 from torch import nn
 
 import cam_core as cc
-from cam_core.layers import last_map_layer
-from cam_core.torchvision_sweep import PIECEWISE_LINEAR_TOL, cnn_classifiers, sweep_one
+from cam_core.evaluation.torchvision_sweep import PIECEWISE_LINEAR_TOL, cnn_classifiers, sweep_one
+from cam_core.model.layers import last_map_layer
 
 #: documented bound (README, "Explaining any torchvision CNN") for heads that are not piecewise linear
 OTHER_HEADS_TOL = 1e-4

@@ -310,7 +310,7 @@ def test_vgg_deeplift_contributions_spread_over_the_active_positions():
 def test_demo_writes_a_figure(tmp_path):
     if "shapes-single-vgg" not in _manifest()["models"]:
         pytest.skip("no committed shapes-single-vgg checkpoint")
-    from cam_core.demo import run_demo
+    from cam_core.book.demo import run_demo
 
     methods = [m for m in ("Grad-CAM", "LIFT-CAM") if m in cc.METHODS]
     out = run_demo(tmp_path / "demo.png", n=2, device="cpu", methods=methods)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cam_core as cc
-import cam_core.rescale
+import cam_core.kernels.rescale
 from cam_core.vqa.benchmark import ShapesVQABenchmark
 from cam_core.vqa.dataset import cached_scene, items, scene_index
 from cam_core.vqa.model import FixedMultiply, VQAConfig, VQAModel
@@ -126,7 +126,7 @@ def test_fixed_multiply_is_linear_for_deeplift():
     ctx = torch.randn(2, 5)
     x = torch.randn(4, 5)
     assert torch.equal(FixedMultiply(ctx)(x), x * torch.cat([ctx, ctx]))
-    assert FixedMultiply in cam_core.rescale.LINEAR_MODULES
+    assert FixedMultiply in cam_core.kernels.rescale.LINEAR_MODULES
 
 
 def test_lift_cam_sums_to_delta_through_fusion_and_classifier(model, batch):

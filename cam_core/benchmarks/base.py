@@ -140,7 +140,7 @@ class Benchmark:
     def activation_shape(self) -> tuple[int, int, int]:
         """``(K, h, w)``: the activation maps at ``target_layer`` for one image (one forward pass),
         e.g. K, the number of masked forward passes Score-CAM makes per image."""
-        from cam_core.layers import resolve_layer
+        from cam_core.model.layers import resolve_layer
         from cam_core.runtime import eval_mode
 
         batch = next(iter(self.images(n=1, seed=0, batch_size=1)))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from cam_core.benchmarks.base import Batch, Benchmark, Sample, register
 from cam_core.benchmarks.weights import TARGET_LAYERS, build_model, checkpoint_path, preprocess_for
-from cam_core.layers import resolve_layer
+from cam_core.model.layers import resolve_layer
 
 register("imagenet", "cam_core.benchmarks.imagenet:imagenet",
          "ILSVRC2012 validation (50,000 images, 1000 classes, boxes); torchvision VGG16 / ResNet50")

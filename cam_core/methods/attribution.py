@@ -10,17 +10,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cam_core import surrogate
-from cam_core.lrp import lrp
+from cam_core.kernels import surrogate
+from cam_core.kernels.lrp import lrp
+from cam_core.kernels.rescale import deeplift
 from cam_core.methods.base import BaseCAM, CAMContext
-from cam_core.rescale import deeplift
 
 
 class LRPCAM(BaseCAM):
     r"""LRP-CAM (Jung & Oh, 2021, Supplementary Material; LRP: Bach et al., PLoS ONE 2015).
 
     ``alpha_k = sum_ij R_k(i,j)``: the LRP-epsilon relevance of map ``k`` for ``F^c``, propagated from
-    the logit through the head (:func:`cam_core.lrp.lrp`: epsilon rule at affine layers, identity rule
+    the logit through the head (:func:`cam_core.kernels.lrp.lrp`: epsilon rule at affine layers, identity rule
     at ReLUs; Captum's defaults, as in the official code). One forward and one backward of the head.
     ``sum_k alpha_k = F^c(A)`` minus what the biases absorb (exactly ``F^c(A)`` for a bias-free ReLU
     head as ``epsilon -> 0``); on a bias-free ReLU head LRP-CAM equals LIFT-CAM.
@@ -50,7 +50,7 @@ class LIMECAM(BaseCAM):
 
     ``alpha = beta``, the coefficients of a weighted Lasso fitted to ``F^c(A ⊙ z)`` over ``n_samples``
     random coalitions ``z`` of maps (each kept with probability 1/2), weighted by an exponential kernel
-    on the cosine distance between ``A`` and ``A ⊙ z`` (:func:`cam_core.surrogate.lime`; Captum's
+    on the cosine distance between ``A`` and ``A ⊙ z`` (:func:`cam_core.kernels.surrogate.lime`; Captum's
     ``Lime`` defaults, which the official code uses: Lasso ``alpha = 0.01``, kernel width 1,
     ``n_samples = K``). Deterministic for a ``seed``; the coalitions are shared by the images of a batch.
 
@@ -88,7 +88,7 @@ class KernelSHAPCAM(BaseCAM):
     ``alpha = phi``, the KernelSHAP estimate of the maps' Shapley values in SHAP-CAM's game
     ``v(z) = F^c(A ⊙ z)`` (Eq. 6): a weighted least-squares fit over coalitions drawn from the Shapley
     kernel, constrained to ``sum_k alpha_k = F^c(A) - F^c(0)`` (local accuracy, Eq. 8)
-    (:func:`cam_core.surrogate.kernel_shap`). When every coalition fits in ``n_samples`` (``K <= 16``)
+    (:func:`cam_core.kernels.surrogate.kernel_shap`). When every coalition fits in ``n_samples`` (``K <= 16``)
     they are enumerated and ``alpha`` is the exact Shapley value.
 
     Args:

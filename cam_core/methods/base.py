@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.layers import resolve_call, resolve_layer
+from cam_core.model.layers import resolve_call, resolve_layer
+from cam_core.model.split import Split, split_model
+from cam_core.model.targets import as_target
 from cam_core.runtime import check_grad_mode, eval_mode
-from cam_core.split import Split, split_model
-from cam_core.targets import as_target
 
 
 @dataclass

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cam_core.layers import sequential_leaves
 from cam_core.methods.base import BaseCAM, CAMContext
+from cam_core.model.layers import sequential_leaves
 
 # modules that may sit between the global pool and the linear layer of a CAM head
 _PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Identity)

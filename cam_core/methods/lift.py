@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from cam_core.kernels.rescale import deeplift
 from cam_core.methods.base import BaseCAM, CAMContext
-from cam_core.rescale import deeplift
 
 
 class LiftCAM(BaseCAM):

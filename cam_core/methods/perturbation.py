@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
+from cam_core.kernels.shapley import FirstLinearTerms, first_linear_terms
 from cam_core.methods.base import BaseCAM, CAMContext, normalize_per_image, upsample
-from cam_core.shapley import FirstLinearTerms, first_linear_terms
 
 
 def _forward(model: nn.Module, batch: Tensor) -> Tensor:
@@ -113,8 +113,8 @@ class AblationCAM(BaseCAM):
     def _ablated_first_linear(self, ctx: CAMContext, split: FirstLinearTerms) -> tuple[Tensor, Tensor]:
         """``F^c(A)`` (N,) and ``F^c(A with A_k = 0)`` (N, K) for all k, when ``F`` is channel-wise ops ->
         Flatten -> Linear -> rest (torchvision VGG and ResNet heads): zeroing map k removes its term from
-        the first layer's pre-activation, ``z_k = z - terms_k`` (:func:`cam_core.shapley.first_linear_terms`),
-        so only ``rest`` runs per ablation."""
+        the first layer's pre-activation, ``z_k = z - terms_k``
+        (:func:`cam_core.kernels.shapley.first_linear_terms`), so only ``rest`` runs per ablation."""
         n, k = ctx.activations.shape[:2]
         terms, bias, rest = split
         if not rest:  # affine head: terms hold the target row only

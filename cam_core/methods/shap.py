@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from cam_core import shapley
+from cam_core.kernels import shapley
 from cam_core.methods.base import BaseCAM, CAMContext
 
 
@@ -13,7 +13,7 @@ class ShapCAM(BaseCAM):
 
     ``alpha_k = phi_k``, the Shapley value of map ``k`` in the game
     ``v(S) = F^c(A with the maps outside S set to 0)``, estimated by averaging marginal
-    contributions over ``n_orderings`` random orderings (:func:`cam_core.shapley.permutation`).
+    contributions over ``n_orderings`` random orderings (:func:`cam_core.kernels.shapley.permutation`).
     Deterministic for a ``seed``; ``sum_k alpha_k = F^c(A) - F^c(0)`` for every ``P``. The paper
     uses ``P = 10,000`` as its stand-in for the exact values.
 

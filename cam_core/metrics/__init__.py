@@ -3,6 +3,9 @@
 - faithfulness: IC / AD / ADD (Eqs. 11-13), insertion / deletion AUC (Table 4);
 - localization: energy-based pointing game (Eq. 14, Table 5), hit/miss pointing game;
 - similarity: cosine similarity of coefficients (Table 2), local-accuracy error (Eq. 8).
+
+May import: the base modules, model, kernels (never methods, benchmarks, evaluation, vqa, book;
+see cam_core/ARCHITECTURE.md).
 """
 from cam_core.metrics.faithfulness import (
     BASELINES,
@@ -49,8 +52,21 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "cosine": True,
 }
 
+#: aggregate = SCALE * mean over images (the paper reports IC/AD/ADD/energy in %)
+SCALE: dict[str, float] = {
+    "IC": 100.0,
+    "AD": 100.0,
+    "ADD": 100.0,
+    "insertion": 1.0,
+    "deletion": 1.0,
+    "energy": 100.0,
+    "pointing": 100.0,
+    "local_accuracy": 1.0,
+    "cosine": 1.0,
+}
+
 __all__ = [
-    "HIGHER_IS_BETTER",
+    "HIGHER_IS_BETTER", "SCALE",
     "BASELINES", "ConfidenceScores", "average_drop", "average_drop_in_deletion", "baseline_image", "black",
     "blend", "confidence_scores", "deletion_auc", "gaussian_blur", "increase_in_confidence", "insertion_auc",
     "insertion_deletion", "mask_image", "pixel_ranks", "step_counts", "tie_order", "TIE_BREAK",

@@ -50,7 +50,7 @@ class VQABenchmark(Benchmark):
         without the question; per type, what a model that reads only the question's type can reach).
         ``ci_low`` / ``ci_high``: the accuracy's 95% bootstrap interval over questions (seeded by ``seed``).
         """
-        from cam_core.statistics import bootstrap_ci
+        from cam_core.evaluation.statistics import bootstrap_ci
 
         qtypes: list[str] = []
         labels, preds = [], []

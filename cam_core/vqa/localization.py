@@ -87,7 +87,7 @@ _PERCENT = ["energy", "mostly_inside", "hit", "box_share", "beats_others"]
 def _aggregate(df: pd.DataFrame, by: list[str], threshold: float) -> pd.DataFrame:
     """Mean of every per-question score (in %) per group of ``by``, the group's size, and the energy's
     95% bootstrap interval over questions (``energy_ci_low``, ``energy_ci_high``, seed 0)."""
-    from cam_core.statistics import bootstrap_ci
+    from cam_core.evaluation.statistics import bootstrap_ci
 
     if df.empty:
         raise ValueError("no localization rows to summarize")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from cam_core.rescale import LINEAR_MODULES
+from cam_core.kernels.rescale import LINEAR_MODULES
 
 
 @dataclass(frozen=True)

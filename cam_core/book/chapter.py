@@ -12,7 +12,7 @@ size that was given is kept, ``SMOKE`` or not. The third cell starts with::
 which rejects a name papermill injected that the chapter does not declare (listing the valid
 ones), a size that is not a positive integer, and a ``DATA_DIR`` given for an embedded benchmark;
 then it writes the filled-in sizes back into the chapter's namespace and points
-:mod:`cam_core.results` at the run's folder.
+:mod:`cam_core.evaluation.results` at the run's folder.
 
 Results folders: the book's full run (``python -m cam_core book``) passes ``RESULTS_DIR=results``
 and owns the repository's ``results/``; a smoke run of the book writes to ``<build dir>/results``;
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 
 #: the repository (the folder holding pyproject.toml above this package), or None for an installed copy
-REPO: Path | None = (Path(__file__).resolve().parents[1]
-                     if (Path(__file__).resolve().parents[1] / "pyproject.toml").is_file() else None)
+REPO: Path | None = (Path(__file__).resolve().parents[2]
+                     if (Path(__file__).resolve().parents[2] / "pyproject.toml").is_file() else None)
 #: where a chapter run interactively or as a scratch run keeps its results (relative to the repository)
 SCRATCH = Path("build") / "scratch" / "results"
 #: parameters every chapter declares and the book runner sets
@@ -127,8 +127,8 @@ def start(namespace: dict[str, Any], *, cpu: Mapping[str, Any] | None = None,
           history: list[str] | None = None) -> Run:
     """Check the chapter's parameters in ``namespace`` (its ``globals()``), fill in the sizes left at
     None (``smoke`` with ``SMOKE``, else ``cuda`` or ``cpu`` by the resolved device), resolve the
-    device, and point :mod:`cam_core.results` at the run's folder (printed)."""
-    from cam_core import results
+    device, and point :mod:`cam_core.evaluation.results` at the run's folder (printed)."""
+    from cam_core.evaluation import results
     from cam_core.runtime import resolve_device
 
     if history is None:

@@ -1,10 +1,10 @@
 """The paper's Tables 1-6 as data, and the side-by-side comparison the book shows.
 
-Split by what each part is: :mod:`~cam_core.paper.tables` (the paper's numbers and captions),
-:mod:`~cam_core.paper.comparison` (paper | measured | difference, rankings) and
-:mod:`~cam_core.paper.styling` (how a comparison looks on a page). The chapters' other helpers
+Split by what each part is: :mod:`~cam_core.book.paper.tables` (the paper's numbers and captions),
+:mod:`~cam_core.book.paper.comparison` (paper | measured | difference, rankings) and
+:mod:`~cam_core.book.paper.styling` (how a comparison looks on a page). The chapters' other helpers
 live where they belong and are re-exported here under the names the chapters use:
-:mod:`cam_core.convergence` (Algorithm 1's error against P) and :mod:`cam_core.plotting`::
+:mod:`cam_core.book.convergence` (Algorithm 1's error against P) and :mod:`cam_core.plotting`::
 
     from cam_core import paper
     paper.table(3)                                  # Table 3, long format
@@ -14,11 +14,10 @@ live where they belong and are re-exported here under the names the chapters use
 """
 from __future__ import annotations
 
-from cam_core.convergence import convergence, loglog_slope, orderings_to_match
-from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.paper.comparison import compare, kendall_tau, ranking
-from cam_core.paper.styling import style
-from cam_core.paper.tables import (
+from cam_core.book.convergence import convergence, loglog_slope, orderings_to_match
+from cam_core.book.paper.comparison import compare, kendall_tau, ranking
+from cam_core.book.paper.styling import style
+from cam_core.book.paper.tables import (
     CAPTIONS,
     COCO,
     DATASETS,
@@ -31,6 +30,7 @@ from cam_core.paper.tables import (
     paper_column,
     table,
 )
+from cam_core.metrics import HIGHER_IS_BETTER
 from cam_core.plotting import plot_convergence
 from cam_core.plotting import show_explanations as plot_maps
 

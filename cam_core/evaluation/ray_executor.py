@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from cam_core import results
-from cam_core.evaluation import _batch_path, _read_batch, _run_batch
+from cam_core.evaluation import results
+from cam_core.evaluation.batches import _batch_path, _read_batch, _run_batch
 
 _log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install -e '.[distributed]'  (or: pip install 'ray>=2.60,<3')"
@@ -80,7 +80,7 @@ def _lean_imports() -> Iterator[None]:
     local cluster failed to start. Only this process's environment, only during ``ray.init``."""
     stub = Path(tempfile.gettempdir()) / f"cam_core_ray_path_{os.getuid()}"
     if not (stub / "rfc3987_syntax.py").is_file():
-        text = 'raise ImportError("skipped in Ray processes: slow import (cam_core.distributed)")\n'
+        text = 'raise ImportError("skipped in Ray processes: slow import (Ray executor)")\n'
         results.write_text(stub / "rfc3987_syntax.py", text)
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(stub), *([old] if old else [])])

@@ -14,7 +14,7 @@ Supported out of the box:
   this project's own models, e.g. the VQA model, implement);
 - any other model torch.fx can trace (every torchvision CNN classifier), at a layer whose output
   is the only path from the input to the logits: the traced graph is cut there
-  (:mod:`cam_core.graph_split`).
+  (:mod:`cam_core.model.graph_split`).
 
 Anything else raises a ``ValueError`` that says why and how to pass a split yourself.
 """
@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 from torch import nn
 
-from cam_core.graph_split import TraceSplitError, traced_split
-from cam_core.layers import resolve_call
+from cam_core.model.graph_split import TraceSplitError, traced_split
+from cam_core.model.layers import resolve_call
 
 
 class Split(NamedTuple):
@@ -101,7 +101,7 @@ def split_model(model: nn.Module, target_layer: str | nn.Module, call: int | Non
     Tried in order: the model's own ``cam_split``; the hand-written chains (``nn.Sequential``,
     torchvision VGG / ResNet: plain ``nn.Sequential`` parts, which the first-linear shortcut of
     SHAP-CAM and Ablation-CAM recognises); then the traced graph cut at the layer
-    (:mod:`cam_core.graph_split`, ``torch.fx.GraphModule`` parts) for any model torch.fx can trace.
+    (:mod:`cam_core.model.graph_split`, ``torch.fx.GraphModule`` parts) for any model torch.fx can trace.
     The returned modules share the caller's parameters and buffers; the caller's model is not
     changed. ``body(x)`` is the layer's output and ``head(body(x))`` equals ``model(x)`` (in eval mode).
     """

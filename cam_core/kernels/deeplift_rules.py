@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import Permute
 
-from cam_core.layers import returns_its_input
+from cam_core.model.layers import returns_its_input
 
 Rule = Callable[[Any, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 

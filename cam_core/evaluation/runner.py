@@ -26,14 +26,13 @@ from typing import Any
 
 import pandas as pd
 import torch
-from torch import Tensor
 
 from cam_core import metrics as M
-from cam_core import reference_maps
+from cam_core.evaluation import reference_maps
+from cam_core.evaluation.batches import _batch_path, _read_batch, _run_batch
+from cam_core.evaluation.statistics import ci_table, holm, paired, paired_table, summarize  # noqa: F401
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
-from cam_core.runtime import eval_mode
-from cam_core.statistics import ci_table, holm, paired, paired_table, summarize  # noqa: F401
 
 #: every metric the runner knows, in table order
 METRICS: tuple[str, ...] = (
@@ -50,24 +49,14 @@ METRICS: tuple[str, ...] = (
 #: the default metric set (Tables 3, 4, 5, the hit/miss pointing game and Eq. 8's error): all but "cosine",
 #: which needs a reference method
 DEFAULT_METRICS: list[str] = [m for m in METRICS if m != "cosine"]
-#: aggregate = SCALE * mean over images (the paper reports IC/AD/ADD/energy in %)
-SCALE: dict[str, float] = {
-    "IC": 100.0,
-    "AD": 100.0,
-    "ADD": 100.0,
-    "insertion": 1.0,
-    "deletion": 1.0,
-    "energy": 100.0,
-    "pointing": 100.0,
-    "local_accuracy": 1.0,
-    "cosine": 1.0,
-}
+#: aggregate = SCALE * mean over images (defined with the metrics)
+SCALE = M.SCALE
 #: which way is better, for each metric (defined with the metrics)
 HIGHER_IS_BETTER = M.HIGHER_IS_BETTER
 #: keyword arguments each method gets unless the caller overrides them (merged per method)
 DEFAULT_METHOD_KWARGS: dict[str, dict[str, Any]] = {"SHAP-CAM": {"n_orderings": 10, "seed": 0}}
 
-MethodSpec = str | type[BaseCAM]  # also a sanity map's name (cam_core.reference_maps), e.g. "Box"
+MethodSpec = str | type[BaseCAM]  # also a sanity map's name (cam_core.evaluation.reference_maps), e.g. "Box"
 _BATCH_FILE = re.compile(r"^batch_(\d{5})\.json$")
 
 
@@ -182,152 +171,6 @@ def cache_key(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-# ---- cache folder ---------------------------------------------------------------------------
-def _batch_path(folder: Path, i: int) -> Path:
-    return folder / f"batch_{i:05d}.json"
-
-
-def _read_batch(folder: Path, i: int, index: list[int]) -> dict | None:
-    """A finished batch's record, or None when it is missing, unreadable or for other images.
-
-    Only ``batch_NNNNN.json`` files are read; writes go through a temporary name and ``os.replace``,
-    so such a file is always complete; one that fails to parse anyway is recomputed, not trusted.
-    """
-    p = _batch_path(folder, i)
-    if not p.is_file():
-        return None
-    try:
-        rec = json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(rec, dict) or rec.get("index") != index or "rows" not in rec:
-        return None
-    return rec
-
-
-# ---- one batch --------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _run_batch(
-    bench: Any,
-    batch: Any,
-    methods: list[tuple[str, Callable[..., BaseCAM]]],
-    metrics: list[str],
-    method_kwargs: dict[str, dict[str, Any]],
-    target: str,
-    reference: tuple[str, Callable] | None,
-    opts: dict[str, Any],
-) -> dict:
-    """All metrics of all methods on one batch: {"rows": {column: list}, "timings": {method: s}}."""
-    from cam_core.split import split_model
-
-    model = bench.model_for(batch)
-    x = batch.x  # (B, C, H, W)
-    n, _, h, w = x.shape
-    if target == "predicted":
-        with torch.no_grad(), eval_mode(model):
-            t = model(x).argmax(dim=1)  # (B,) top-1, the paper's choice
-    else:
-        t = batch.labels.long().to(x.device)
-    mean, std = getattr(bench, "mean", None), getattr(bench, "std", None)
-    fbs = opts["forward_batch_size"]
-    boxes = [batch.boxes_for(i, int(t[i])) for i in range(n)]
-    head = None
-    if "local_accuracy" in metrics:
-        try:
-            head = split_model(model, bench.target_layer).head
-        except ValueError:
-            head = None
-    rows: dict[str, list] = {"image": [], "method": [], "metric": [], "value": [], "target": []}
-    timings: dict[str, float] = {}
-    index = [int(i) for i in batch.index.tolist()]
-    targets = [int(c) for c in t.tolist()]
-
-    def run(name: str, factory: Callable[..., BaseCAM]) -> Any:
-        if isinstance(factory, type) and issubclass(factory, reference_maps.ReferenceMap):
-            return _reference_result(factory(**method_kwargs.get(name, {})), x, t, boxes, index)
-        cam = factory(model, bench.target_layer, **method_kwargs.get(name, {}))
-        _sync(x.device)
-        t0 = time.perf_counter()
-        res = cam(x, target=t)
-        _sync(x.device)
-        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
-        return res
-
-    ref_alpha: Tensor | None = None
-    if reference is not None and reference[0] not in [m for m, _ in methods]:
-        ref_alpha = run(*reference).alpha
-    results = {}
-    for name, factory in methods:
-        results[name] = res = run(name, factory)
-        if reference is not None and name == reference[0]:
-            ref_alpha = res.alpha
-    for name, res in results.items():
-        values: dict[str, Tensor] = {}
-        sal = res.saliency  # (B, H, W)
-        if {"IC", "AD", "ADD"} & set(metrics):
-            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs)
-            values["IC"] = M.increase_in_confidence(sc.original, sc.explanation)
-            values["AD"] = M.average_drop(sc.original, sc.explanation)
-            values["ADD"] = M.average_drop_in_deletion(sc.original, sc.inverted)
-        curves = tuple(c for c in ("insertion", "deletion") if c in metrics)
-        if curves:
-            values.update(
-                M.insertion_deletion(
-                    model,
-                    x,
-                    sal,
-                    t,
-                    steps=opts["steps"],
-                    baseline=opts["baseline"],
-                    mean=mean,
-                    std=std,
-                    batch_size=fbs,
-                    curves=curves,
-                )
-            )
-        if "energy" in metrics:
-            values["energy"] = M.energy_pointing_game(sal, M.batch_masks(boxes, (h, w)).to(sal.device))
-        if "pointing" in metrics:
-            values["pointing"] = M.pointing_game(sal, boxes, tolerance=opts["pointing_tolerance"])
-        nan = torch.full((n,), float("nan"), device=sal.device)
-        if "local_accuracy" in metrics:
-            values["local_accuracy"] = (
-                M.local_accuracy_error(res.alpha, head, res.activations, t)
-                if head is not None and res.alpha is not None
-                else nan
-            )
-        if "cosine" in metrics:
-            values["cosine"] = M.cosine_similarity(res.alpha, ref_alpha) if res.alpha is not None else nan
-        if getattr(res, "valid", None) is not None:  # a sanity map undefined on some images (Box, no box)
-            values = {k: torch.where(res.valid.to(v.device), v, nan.to(v.device)) for k, v in values.items()}
-        for metric in metrics:
-            rows["image"] += index
-            rows["method"] += [name] * n
-            rows["metric"] += [metric] * n
-            rows["value"] += [float(v) for v in values[metric].detach().double().cpu().tolist()]
-            rows["target"] += targets
-    return {"rows": rows, "timings": timings}
-
-
-class _ReferenceResult:
-    """What the metrics read of a method's result, for a sanity map: no coefficients, no activations."""
-
-    alpha = activations = None
-
-    def __init__(self, saliency: Tensor, valid: Tensor | None):
-        self.saliency, self.valid = saliency, valid
-
-
-def _reference_result(ref: reference_maps.ReferenceMap, x: Tensor, t: Tensor, boxes: list[Tensor],
-                      index: list[int]) -> _ReferenceResult:
-    valid = torch.tensor([len(b) > 0 for b in boxes]) if ref.needs_boxes else None
-    return _ReferenceResult(ref(x, t, boxes=boxes, index=index), valid)
-
-
 # ---- the runner ---------------------------------------------------------------------------------
 def evaluate(
     bench: Any,
@@ -375,7 +218,7 @@ def evaluate(
         forward_batch_size: rows per forward pass when scoring perturbed images (default 4 * batch_size).
         executor: ``"serial"`` (this process) or ``"ray"`` (shards of ``shard_size`` images as Ray tasks
             on the cluster at ``ray_address``, a local one when None; same cache, same table:
-            :mod:`cam_core.distributed`). Needs ``pip install -e ".[distributed]"``.
+            :mod:`cam_core.evaluation.ray_executor`). Needs ``pip install -e ".[distributed]"``.
 
     Returns:
         A tidy DataFrame, one row per (image, method, metric): ``image`` (dataset index), ``method``,
@@ -385,7 +228,7 @@ def evaluate(
         (seconds per method, summed over batches, including batches read from the cache), ``config``,
         ``cache`` (the folder, or None). attrs hold plain dicts (pandas compares attrs on concat).
     """
-    from cam_core import results
+    from cam_core.evaluation import results
     from cam_core.methods.registry import PAPER_METHODS
     from cam_core.runtime import resolve_device
 
@@ -466,7 +309,7 @@ def evaluate(
     ]
     todo = [i for i, r in enumerate(records) if r is None]
     if executor == "ray":
-        from cam_core import distributed
+        from cam_core.evaluation import ray_executor as distributed
 
         job = dict(methods=specs, metrics=metrics, method_kwargs=kwargs, target=target, reference=ref,
                    opts=opts)
@@ -562,7 +405,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from cam_core import benchmarks, results
+    from cam_core import benchmarks
+    from cam_core.evaluation import results
 
     kw = {"arch": args.arch} if args.arch else {}
     bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)

@@ -1,4 +1,4 @@
-r"""DeepLIFT through a ``torch.fx.GraphModule`` head (the traced heads of :mod:`cam_core.graph_split`).
+r"""DeepLIFT through a ``torch.fx.GraphModule`` head (the traced heads of :mod:`cam_core.model.graph_split`).
 
 A traced head holds functional operations as well as modules: ``F.relu(x, inplace=True)``
 (DenseNet), ``operator.add`` (residuals), ``operator.mul`` (squeeze-and-excitation ``x * s(x)``,
@@ -7,11 +7,11 @@ Hooks cannot see functions, so the head is run node by node (a ``torch.fx.Interp
 node whose tensor inputs depend on A (they require grad: the kernel switches the parameters' off)
 is classified:
 
-- a module: its rule from the kernel's table (:data:`cam_core.deeplift_rules.RULES`), or it is in
-  :data:`~cam_core.deeplift_rules.LINEAR_MODULES`, or an error names it;
+- a module: its rule from the kernel's table (:data:`cam_core.kernels.deeplift_rules.RULES`), or it is in
+  :data:`~cam_core.kernels.deeplift_rules.LINEAR_MODULES`, or an error names it;
 - an elementwise non-linear function (:data:`ELEMENTWISE`): the Rescale rule, computed out of place;
 - ``F.max_pool*d`` / ``F.layer_norm``: the module rules, read from the call's arguments;
-- a product of two A-dependent tensors: :func:`~cam_core.deeplift_rules.product`; a product with,
+- a product of two A-dependent tensors: :func:`~cam_core.kernels.deeplift_rules.product`; a product with,
   or a division by, something that does not depend on A is linear;
 - a linear function (:data:`LINEAR_FUNCTIONS`, :data:`LINEAR_METHODS`): run as is (chain rule);
 - anything else: ``ValueError`` naming the operation and how to declare it.
@@ -30,7 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import stochastic_depth
 
-from cam_core.deeplift_rules import Rule, RuleFunction, is_linear, layer_norm, maxpool, product, rescale
+from cam_core.kernels.deeplift_rules import (
+    Rule,
+    RuleFunction,
+    is_linear,
+    layer_norm,
+    maxpool,
+    product,
+    rescale,
+)
 
 __all__ = ["run_graph", "ELEMENTWISE", "LINEAR_FUNCTIONS", "LINEAR_METHODS"]
 
@@ -86,7 +94,8 @@ def _arg(args: tuple, kwargs: dict, pos: int, name: str, default: Any) -> Any:
 
 
 class _Pool:
-    """The attributes :func:`~cam_core.deeplift_rules.maxpool` reads, from an ``F.max_poolNd`` call."""
+    """The attributes :func:`~cam_core.kernels.deeplift_rules.maxpool` reads, from an ``F.max_poolNd``
+    call."""
 
     def __init__(self, args: tuple, kwargs: dict) -> None:
         self.kernel_size = _arg(args, kwargs, 1, "kernel_size", None)
@@ -97,7 +106,8 @@ class _Pool:
 
 
 class _Norm:
-    """The attributes :func:`~cam_core.deeplift_rules.layer_norm` reads, from an ``F.layer_norm`` call."""
+    """The attributes :func:`~cam_core.kernels.deeplift_rules.layer_norm` reads, from an ``F.layer_norm``
+    call."""
 
     def __init__(self, args: tuple, kwargs: dict) -> None:
         self.normalized_shape = tuple(_arg(args, kwargs, 1, "normalized_shape", None))
@@ -127,8 +137,9 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         raise ValueError(
             f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} ({target!r} in the traced "
             "head). "
-            "If it is linear, add it to cam_core.rescale.LINEAR_MODULES; otherwise register a rule, e.g. "
-            f"cam_core.rescale.register_rule({kind.__qualname__}, cam_core.rescale.rescale) for an "
+            "If it is linear, add it to cam_core.kernels.rescale.LINEAR_MODULES; otherwise register a rule, "
+            f"e.g. cam_core.kernels.rescale.register_rule({kind.__qualname__}, "
+            "cam_core.kernels.rescale.rescale) for an "
             "elementwise non-linearity, or pass rules={...} to deeplift()."
         )
 
@@ -182,8 +193,8 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
         name = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', target)}"
         raise ValueError(
             f"deeplift has no rule for the function {name} in the traced head. If it is affine in its "
-            "tensor arguments, add it to cam_core.deeplift_graph.LINEAR_FUNCTIONS; if it is an elementwise "
-            "non-linearity, add it to cam_core.deeplift_graph.ELEMENTWISE."
+            "tensor arguments, add it to cam_core.kernels.deeplift_graph.LINEAR_FUNCTIONS; if it is an "
+            "elementwise non-linearity, add it to cam_core.kernels.deeplift_graph.ELEMENTWISE."
         )
 
     def call_method(self, target: str, args: tuple, kwargs: dict) -> Any:
@@ -201,7 +212,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
             return getattr(args[0], target)(*args[1:], **kwargs)
         raise ValueError(
             f"deeplift has no rule for the tensor method .{target}() in the traced head. If it is "
-            "affine, add its name to cam_core.deeplift_graph.LINEAR_METHODS."
+            "affine, add its name to cam_core.kernels.deeplift_graph.LINEAR_METHODS."
         )
 
 

@@ -6,7 +6,7 @@ by name in ``cc.evaluate(..., methods=[*cc.PAPER_METHODS, *cc.SANITY_MAPS])``:
 
 - ``"Box"``: the ground-truth box(es) of the explained class as a 0/1 map (their union). What a
   perfect localiser would give; on a sound benchmark it must beat ``Uniform`` and ``Random`` on
-  every faithfulness and localization metric (:mod:`cam_core.sanity` checks that). Undefined,
+  every faithfulness and localization metric (:mod:`cam_core.evaluation.sanity` checks that). Undefined,
   hence NaN in every metric, for an image without a box of the explained class.
 - ``"Uniform"``: a constant map (``value``, default 0.5): knows nothing and says so. Its
   insertion/deletion curves remove pixels in the seeded tie-breaking order of

@@ -1,6 +1,6 @@
 r"""The sanity check of a faithfulness / localization table: does the true box beat a map that knows nothing?
 
-A metric that cannot tell the ground-truth box (``"Box"``, :mod:`cam_core.reference_maps`) from a
+A metric that cannot tell the ground-truth box (``"Box"``, :mod:`cam_core.evaluation.reference_maps`) from a
 constant or a random map measures something other than whether a map points at the object
 (e.g. map coverage, or how the model reacts to an out-of-distribution fill). Every chapter that
 shows such a table evaluates the sanity maps too, and shows :func:`warning` above its table::

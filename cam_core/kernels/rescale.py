@@ -22,10 +22,10 @@ Rules are plain functions ``rule(module, inputs, outputs, grad_input, grad_outpu
 Add a rule with :func:`register_rule`, or pass ``rules={MyAct: rescale}`` for one call.
 
 The rules (Rescale for every elementwise activation torchvision uses, max-pool, the product rule
-for squeeze-and-excitation gating, LayerNorm) are in :mod:`cam_core.deeplift_rules`, with the
+for squeeze-and-excitation gating, LayerNorm) are in :mod:`cam_core.kernels.deeplift_rules`, with the
 argument why each keeps summation-to-delta. A ``torch.fx.GraphModule`` head (what
 :func:`cam_core.split_model` returns for traced models) is run node by node instead of with hooks
-(:mod:`cam_core.deeplift_graph`), so its functional operations (``F.relu``, ``x * s``,
+(:mod:`cam_core.kernels.deeplift_graph`), so its functional operations (``F.relu``, ``x * s``,
 ``F.layer_norm``, ...) get their rules too, and an unknown one is an error, not a silent linear op.
 
 Limits: in a plain ``nn.Module`` head, non-linearities written as functions inside a module's
@@ -41,8 +41,8 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from cam_core.deeplift_graph import run_graph
-from cam_core.deeplift_rules import (
+from cam_core.kernels.deeplift_graph import run_graph
+from cam_core.kernels.deeplift_rules import (
     LINEAR_MODULES,
     RULES,
     Rule,
@@ -54,8 +54,8 @@ from cam_core.deeplift_rules import (
     register_rule,
     rescale,
 )
+from cam_core.model.targets import as_target
 from cam_core.runtime import check_grad_mode, eval_mode
-from cam_core.targets import as_target
 
 __all__ = ["deeplift", "rescale", "maxpool", "layer_norm", "product", "register_rule", "RULES",
            "LINEAR_MODULES", "Rule"]
@@ -114,9 +114,11 @@ def deeplift(
         elif not is_linear(module):
             raise ValueError(
                 f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} (a leaf module of the "
-                "head that A flows through). If it is linear, add it to cam_core.rescale.LINEAR_MODULES; "
-                "otherwise register a rule, e.g. for an elementwise non-linearity "
-                f"cam_core.rescale.register_rule({kind.__qualname__}, cam_core.rescale.rescale), "
+                "head that A flows through). If it is linear, add it to "
+                "cam_core.kernels.rescale.LINEAR_MODULES; otherwise register a rule, e.g. for an elementwise "
+                "non-linearity "
+                f"cam_core.kernels.rescale.register_rule({kind.__qualname__}, "
+                "cam_core.kernels.rescale.rescale), "
                 "or pass rules={...} to deeplift()."
             )
 

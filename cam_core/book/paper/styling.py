@@ -1,19 +1,19 @@
-"""How a :func:`cam_core.paper.compare` table looks on a page: decimals, colours, the best in bold."""
+"""How a :func:`cam_core.book.paper.compare` table looks on a page: decimals, colours, the best in bold."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from cam_core.book.paper.tables import DECIMALS
+from cam_core.evaluation.reference_maps import SANITY_MAPS
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.paper.tables import DECIMALS
-from cam_core.reference_maps import SANITY_MAPS
 
 
 def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats.style.Styler:
     """A Styler for :func:`compare`'s output: the paper's decimals; the ``difference`` cells
     coloured green where measured is better than the paper, red where worse (by the metric's
     direction), shade by relative size; the best method per column in bold (among the CAMs: the
-    sanity maps of :mod:`cam_core.reference_maps` are never bold)."""
+    sanity maps of :mod:`cam_core.evaluation.reference_maps` are never bold)."""
     metrics = list(dict.fromkeys(comparison.columns.get_level_values(0)))
     sty = comparison.style
     for m in metrics:

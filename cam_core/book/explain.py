@@ -27,7 +27,7 @@ def explain_images(paths: list[Path], model_name: str, out: Path, layer: str | N
     from cam_core.benchmarks.photos import LITE, TFLitePreprocess, efficientnet_lite
     from cam_core.methods.registry import METHODS
     from cam_core.plotting import show_explanations, to_image
-    from cam_core.split import split_model
+    from cam_core.model.split import split_model
 
     if model_name not in MODELS:
         raise ValueError(f"--model {model_name!r} is not known; use one of {', '.join(MODELS)}")

@@ -1,6 +1,6 @@
 r"""What a chapter may claim from a table: "better" only where a paired test says so after Holm.
 
-The chapters' "what held" prose is written here, from :func:`cam_core.statistics.paired_table`
+The chapters' "what held" prose is written here, from :func:`cam_core.evaluation.statistics.paired_table`
 (``method`` against each other method on each metric and benchmark of one table, p-values
 Holm-corrected across the table), never from raw means::
 
@@ -10,7 +10,7 @@ Holm-corrected across the table), never from raw means::
 
 "LIFT-CAM is better than X" appears only for a pair whose verdict is ``better``; a pair that the
 test cannot separate is "indistinguishable", whatever its means. Where the benchmark stands in for
-one of the paper's columns (:data:`cam_core.paper.PAPER_COLUMN`), each line also says whether the
+one of the paper's columns (:data:`cam_core.book.paper.PAPER_COLUMN`), each line also says whether the
 paper's own ordering of the pair was confirmed, left unresolved, or contradicted.
 """
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _paper_direction(table: int | None, benchmark: str, metric: str, a: str, b: 
     """'better' / 'worse' / 'equal' for ``a`` vs ``b`` in the paper's Table ``table`` (None: no numbers)."""
     if table is None:
         return None
-    from cam_core.paper import PAPER_COLUMN
-    from cam_core.paper import table as paper_table
+    from cam_core.book.paper import PAPER_COLUMN
+    from cam_core.book.paper import table as paper_table
 
     column = PAPER_COLUMN.get(benchmark, benchmark)
     ref = paper_table(table)

@@ -1,6 +1,6 @@
 """LIFT-CAM and Grad-CAM over every torchvision CNN classifier (issue 13's sweep).
 
-For each model (``weights=None``, seeded, eval mode) at :func:`cam_core.layers.last_map_layer`, on
+For each model (``weights=None``, seeded, eval mode) at :func:`cam_core.model.layers.last_map_layer`, on
 one random image: the split is checked (``body(x)`` is the layer's output, ``head(body(x))`` is
 ``model(x)``, both bit for bit), LIFT-CAM's and Grad-CAM's saliency must be finite, and LIFT-CAM's
 summation-to-delta error is measured relative to ``|F^c(A) - F^c(0)|``, in float32 (``delta_rel``,
@@ -12,7 +12,7 @@ to ~1e-9): there the float32 difference is rounding noise and ``delta_rel`` is n
 
 Reproduce the committed table (CPU, ~1 h on 2 busy cores)::
 
-    nice -n 10 python -m cam_core.torchvision_sweep --out results/issue13_sweep.csv
+    nice -n 10 python -m cam_core.evaluation.torchvision_sweep --out results/issue13_sweep.csv
 """
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ import torch.fx
 import torchvision
 from torch import nn
 
-from cam_core.layers import last_map_layer
+from cam_core.kernels.rescale import deeplift
 from cam_core.methods.gradient import GradCAM
 from cam_core.methods.lift import LiftCAM
-from cam_core.rescale import deeplift
-from cam_core.split import split_model
+from cam_core.model.layers import last_map_layer
+from cam_core.model.split import split_model
 
 __all__ = ["cnn_classifiers", "sweep_one", "head_is_piecewise_linear", "PIECEWISE_LINEAR_TOL"]
 
@@ -55,7 +55,7 @@ def cnn_classifiers() -> list[str]:
 
 def head_is_piecewise_linear(head: nn.Module) -> bool:
     """True when the head's non-linearities are all ReLU-like or max-pools (modules and traced functions)."""
-    from cam_core.deeplift_rules import RULES
+    from cam_core.kernels.deeplift_rules import RULES
 
     for m in head.modules():
         if type(m) in RULES and not isinstance(m, _PL_MODULES):

@@ -21,10 +21,10 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from cam_core.graph_split import as_chain
-from cam_core.layers import sequential_leaves
+from cam_core.model.graph_split import as_chain
+from cam_core.model.layers import sequential_leaves
+from cam_core.model.targets import as_target
 from cam_core.runtime import eval_mode
-from cam_core.targets import as_target
 
 __all__ = ["exact", "permutation", "linear_closed_form", "orderings", "MAX_EXACT_MAPS"]
 
@@ -63,7 +63,7 @@ def exact(head: nn.Module, activations: Tensor, target: int | Tensor, batch_size
     if k > MAX_EXACT_MAPS:
         raise ValueError(
             f"exact() enumerates 2^K coalitions; K = {k} > {MAX_EXACT_MAPS} is too many. "
-            "Use cam_core.shapley.permutation (sampling) or linear_closed_form (affine heads)."
+            "Use cam_core.kernels.shapley.permutation (sampling) or linear_closed_form (affine heads)."
         )
     codes = torch.arange(2**k, device=a.device)
     bits = (codes[:, None] >> torch.arange(k, device=a.device)) & 1  # (2^K, K)

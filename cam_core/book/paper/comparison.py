@@ -3,7 +3,7 @@
 The embedded benchmarks stand in for the paper's columns (``PAPER_COLUMN``): absolute numbers
 on a synthetic dataset are not expected to match ImageNet; the *ordering* of the methods is what
 can be compared, hence :func:`ranking` (a description: what held is said by paired,
-Holm-corrected tests in :mod:`cam_core.claims`, never by raw means).
+Holm-corrected tests in :mod:`cam_core.book.claims`, never by raw means).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from cam_core.book.paper.tables import CAPTIONS, DECIMALS, PAPER_COLUMN, paper_column
+from cam_core.book.paper.tables import table as paper_table
 from cam_core.metrics import HIGHER_IS_BETTER
-from cam_core.paper.tables import CAPTIONS, DECIMALS, PAPER_COLUMN, paper_column
-from cam_core.paper.tables import table as paper_table
 
 
 def _as_long(measured: pd.DataFrame | Mapping[str, pd.DataFrame], benchmark: str | None) -> pd.DataFrame:

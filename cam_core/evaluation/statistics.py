@@ -42,7 +42,7 @@ _CHUNK = 500  # resamples drawn at once (bounds memory at _CHUNK x n_images)
 
 
 def _scale(metric: str) -> float:
-    from cam_core.evaluation import SCALE
+    from cam_core.metrics import SCALE
 
     return SCALE.get(metric, 1.0)
 

@@ -4,7 +4,7 @@ r"""Layer-wise relevance propagation through the head (LRP-epsilon; Bach et al.,
 target logit: the output relevance is ``F^c(A)`` and it is passed down layer by layer with
 
 - the epsilon rule at every affine module (Linear, Conv, BatchNorm, average and max pools, and any
-  module registered as linear for DeepLIFT in :data:`cam_core.rescale.LINEAR_MODULES`, such as the VQA
+  module registered as linear for DeepLIFT in :data:`cam_core.kernels.rescale.LINEAR_MODULES`, such as the VQA
   model's question-gated ``FixedMultiply``), output ``z = W x + b``:
   ``R_x = x ⊙ W^T (R_z / (z + eps sign(z)))`` (``sign(0) = 1``);
 - the identity rule at element-wise activations with ``g(0) = 0`` (ReLU, Tanh, ...): ``R_x = R_y``;
@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cam_core.deeplift_rules import LINEAR_MODULES
+from cam_core.kernels.deeplift_rules import LINEAR_MODULES
+from cam_core.model.targets import as_target
 from cam_core.runtime import eval_mode
-from cam_core.targets import as_target
 
 __all__ = ["lrp", "EPSILON_MODULES", "IDENTITY_MODULES", "PASS_MODULES"]
 

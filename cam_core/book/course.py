@@ -69,7 +69,7 @@ def default_course_dir() -> Path:
     here = Path.cwd() / "course"
     if (here / CONFIG_FILE).is_file():
         return here
-    return Path(__file__).resolve().parents[1] / "course"
+    return Path(__file__).resolve().parents[2] / "course"
 
 
 def check_course_dir(course_dir: str | Path) -> Path:
@@ -133,7 +133,7 @@ def _this_python() -> Iterator[None]:
     nbgrader runs the ``alembic`` script (installed beside this interpreter, not necessarily on
     ``PATH``) when it creates a gradebook, and graded notebooks must run in this interpreter, not in
     whatever ``python3`` kernel the user has (:func:`cam_core.book.this_python_kernel`)."""
-    from cam_core.book import this_python_kernel
+    from cam_core.book.build import this_python_kernel
 
     old_path = os.environ.get("PATH", "")
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), old_path])

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from cam_core import shapley
+from cam_core.kernels import shapley
 from cam_core.methods.registry import METHODS
 from cam_core.metrics.similarity import cosine_similarity, local_accuracy_error
 from cam_core.runtime import eval_mode
-from cam_core.split import split_model
+from cam_core.model.split import split_model
 
 __all__ = ["PhotoMaps", "explain_photos", "figure", "lift_vs_shap", "timing_table", "REFERENCE_ROW"]
 

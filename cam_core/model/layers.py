@@ -17,7 +17,7 @@ def resolve_call(model: nn.Module, target_layer: str | nn.Module) -> tuple[str, 
     the traced node name of one call of a module called more than once (``"_swish_1"`` ->
     ``("_swish", <ReLU6>, 1)``, see :func:`cam_core.graph_split.call_sites`)."""
     if isinstance(target_layer, str) and target_layer not in dict(model.named_modules()):
-        from cam_core.graph_split import call_sites
+        from cam_core.model.graph_split import call_sites
 
         site = call_sites(model).get(target_layer)
         if site is not None:
@@ -48,7 +48,7 @@ def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str,
     modules = dict(model.named_modules())
     if target_layer in modules and target_layer != "":
         return target_layer, modules[target_layer]
-    from cam_core.graph_split import call_sites
+    from cam_core.model.graph_split import call_sites
 
     site = call_sites(model).get(target_layer)
     if site is not None:  # one call of a module called more than once
@@ -97,8 +97,8 @@ def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
     call of the shared ``ReLU6``) for the EfficientNet-Lite package. A later layer the split refuses is
     passed over; if the model cannot be split anywhere, the last map layer is returned (gradient-only
     methods still work there through a hook)."""
-    from cam_core.graph_split import call_sites
-    from cam_core.split import split_model
+    from cam_core.model.graph_split import call_sites
+    from cam_core.model.split import split_model
 
     done: list[tuple[str, int]] = []  # (module name, call number)
     names = {m: name for name, m in model.named_modules() if name}

@@ -14,7 +14,7 @@ least squares; they differ in the sampling, the weights and the fit:
 Coalitions are drawn on the CPU from a seed and shared by every image of a batch, so results do not
 depend on the batch or the device. ``v`` is evaluated ``batch_size`` rows per forward of the head;
 heads of channel-wise pools -> Flatten -> Linear -> rest (VGG, ResNet) only run ``rest`` per coalition
-(:func:`cam_core.shapley.first_linear_terms`).
+(:func:`cam_core.kernels.shapley.first_linear_terms`).
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from cam_core.kernels.shapley import first_linear_terms
+from cam_core.model.targets import as_target
 from cam_core.runtime import eval_mode
-from cam_core.shapley import first_linear_terms
-from cam_core.targets import as_target
 
 __all__ = ["coalition_values", "kernel_shap", "lime", "lime_coalitions", "MAX_ENUMERATED_MAPS"]
 

@@ -31,7 +31,7 @@ def results_dir() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if (repo / "pyproject.toml").is_file():
         return repo / "results"
     return Path.cwd() / "results"

@@ -345,8 +345,8 @@ def _defaults(declared: dict[str, Any]) -> dict[str, Any]:
 
 def check_plans(plans: dict[Chapter, dict[str, Any]], declared: dict[Chapter, dict[str, Any]],
                 overrides: dict[str | None, dict[str, Any]]) -> None:
-    """Every chapter's parameters, checked before the first one runs (:func:`cam_core.chapter.check`)."""
-    from cam_core.chapter import check
+    """Every chapter's parameters, checked before the first one runs (:func:`cam_core.book.chapter.check`)."""
+    from cam_core.book.chapter import check
 
     names = list(dict.fromkeys(k for c in declared for k in declared[c]))
     unused = [k for k in overrides.get(None, {}) if k not in names]
