@@ -80,6 +80,7 @@ _SUBMODULES: dict[str, str] = {
     "statistics": "cam_core.evaluation.statistics",
     "sanity": "cam_core.evaluation.sanity",
     "distributed": "cam_core.evaluation.ray_executor",
+    "photo_study": "cam_core.evaluation.photo_study",
     "claims": "cam_core.book.claims",
     "chapter": "cam_core.book.chapter",
     "paper": "cam_core.book.paper",

@@ -175,7 +175,8 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 # Modules that register benchmarks when imported.
-_PROVIDERS = ("cam_core.benchmarks.synthetic", "cam_core.benchmarks.real", "cam_core.vqa.benchmark")
+_PROVIDERS = ("cam_core.benchmarks.synthetic", "cam_core.benchmarks.real", "cam_core.benchmarks.photos",
+              "cam_core.vqa.benchmark")
 
 
 def register(name: str, factory: str, description: str) -> None:
