@@ -83,6 +83,9 @@ def test_paired_with_seeds_resamples_models():
     assert S.paired(naive, "insertion", "B", "A").p_value < 0.01  # ignoring the models: "significant"
     table = S.paired_table(df, "B")
     assert table.loc[0, "verdict"] == "better"
+    # a difference every model shows clearly gets a p-value small enough to survive Holm over a chapter's
+    # ~100 comparisons (with 2,000 resamples it could not go below 2 / 2001 = 0.001)
+    assert res.p_value >= 0 and S.paired(df, "insertion", "B", "A").p_value < 0.05 / 105
 
 
 def test_clopper_pearson_known_values_and_coverage_near_zero():
