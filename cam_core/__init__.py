@@ -80,10 +80,17 @@ _SUBMODULES: dict[str, str] = {
     "statistics": "cam_core.evaluation.statistics",
     "sanity": "cam_core.evaluation.sanity",
     "distributed": "cam_core.evaluation.ray_executor",
+    "photo_study": "cam_core.evaluation.photo_study",
     "claims": "cam_core.book.claims",
     "chapter": "cam_core.book.chapter",
     "paper": "cam_core.book.paper",
     "convergence": "cam_core.book.convergence",
+    # issue 20
+    "contrast": "cam_core.evaluation.contrast",
+    "fill_sensitivity": "cam_core.evaluation.fill_sensitivity",
+    "randomization": "cam_core.evaluation.randomization",
+    "seed_spread": "cam_core.evaluation.seed_spread",
+    "recipe_ablation": "cam_core.evaluation.recipe_ablation",
 }
 
 

@@ -20,6 +20,7 @@ TRACEBACK_ENV = "CAM_CORE_TRACEBACK"
 COMMAND_MODULES = (
     "cam_core.book.demo",  # demo: explain a few images with every method, write a figure
     "cam_core.benchmarks.training",  # train: train/verify the embedded benchmark's CNNs
+    "cam_core.book.explain",  # explain: your own photos on a pretrained EfficientNet-Lite
     "cam_core.evaluation.runner",  # evaluate: the paper's tables on any benchmark, resumable
     "cam_core.vqa.training",  # train-vqa: the embedded VQA model
     "cam_core.book.build",  # book: run every chapter with papermill and build the Jupyter Book

@@ -147,3 +147,52 @@ def plot_convergence(curve: pd.DataFrame, ax: Any = None, label: str | None = No
     ax.set(xscale="log", yscale="log", xlabel="orderings P", ylabel="relative error")
     ax.legend(frameon=False)
     return ax.figure
+
+
+def plot_cascade(maps_by_method: Mapping[str, Mapping[str, Tensor]], image: Tensor | None = None,
+                 mean: Tensor | Sequence[float] | None = None, std: Tensor | Sequence[float] | None = None,
+                 index: int = 0) -> Any:
+    """The cascading-randomization figure (Adebayo et al., 2018, Fig. 2): one row per method, the original
+    map then the map after each cascade step (``{method: {"original": (N, H, W), layer: (N, H, W), ...}}``
+    as :func:`cam_core.evaluation.randomization.randomization` returns with ``return_maps``); image ``index``."""
+    plt = _mpl()
+    methods = list(maps_by_method)
+    steps = list(maps_by_method[methods[0]])
+    extra = 1 if image is not None else 0
+    fig, axes = plt.subplots(len(methods), len(steps) + extra, squeeze=False,
+                             figsize=(1.25 * (len(steps) + extra), 1.3 * len(methods)))
+    for r, m in enumerate(methods):
+        if image is not None:
+            axes[r, 0].imshow(to_image(image, mean, std))
+            axes[r, 0].set_ylabel(m, fontsize=7)
+        for c, step in enumerate(steps):
+            ax = axes[r, c + extra]
+            ax.imshow(maps_by_method[m][step][index].detach().cpu().numpy(), cmap="jet", vmin=0, vmax=1)
+            if r == 0:
+                ax.set_title(step if step == "original" else f"+{step}", fontsize=7)
+            if c + extra == 0:
+                ax.set_ylabel(m, fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def plot_randomization_curves(df: pd.DataFrame, value: str = "spearman", ax: Any = None) -> Any:
+    """Similarity to the original maps (``value``) along the cascade, one line per method (``df``: the
+    concatenated :func:`cam_core.evaluation.randomization.randomization` frames with a ``method`` column)."""
+    plt = _mpl()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for m, part in df.groupby("method", sort=False):
+        ax.plot(part["step"], part[value], marker="o", label=m)
+    first = df.drop_duplicates("step").sort_values("step")
+    ax.set_xticks(first["step"], [f"+{n}" for n in first["layer"]], rotation=45, fontsize=7)
+    head = first[first["in_head"]]
+    if len(head):
+        ax.axvspan(head["step"].min() - 0.5, head["step"].max() + 0.5, color="0.92", zorder=0, label="head")
+    ax.set(xlabel="layers re-initialised (cascade, from the logits down)", ylabel=f"{value} with original",
+           ylim=(-0.2, 1.05))
+    ax.legend(frameon=False, fontsize=7)
+    return ax

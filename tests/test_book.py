@@ -28,7 +28,8 @@ from cam_core.book import paper
 REPO = Path(__file__).resolve().parents[1]
 #: the book's chapters, exactly: a missing or renamed chapter fails the tests instead of being skipped
 EXPECTED_CHAPTERS = ["00_benchmarks", "01_theory", "02_shap_validation", "03_lift_approximation",
-                     "04_faithfulness", "05_localization", "06_vqa", "08_transformers"]
+                     "04_faithfulness", "05_localization", "06_vqa", "07_sanity_checks",
+                     "08_transformers"]
 CHAPTERS = book.find_chapters(REPO / "notebooks")
 
 

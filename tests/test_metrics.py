@@ -224,7 +224,8 @@ def test_baselines():
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
     x = torch.randn(2, 1, 9, 9)
     torch.testing.assert_close(M.baseline_image(x, "zero", mean, std), torch.full_like(x, -2.0))
-    torch.testing.assert_close(M.baseline_image(x, "mean", mean, std), torch.zeros_like(x))
+    torch.testing.assert_close(M.baseline_image(x, "mean", mean, std),  # each image's channel mean (issue 20)
+                               x.mean(dim=(2, 3), keepdim=True).expand_as(x))
     const = torch.full((1, 3, 9, 9), 0.7)
     torch.testing.assert_close(M.baseline_image(const, "blur"), const)  # blur keeps a constant image
     blurred = M.baseline_image(x, "blur", blur_sigma=2.0)

@@ -112,7 +112,12 @@ def test_fast_path_only_where_maps_commute_with_the_stem() -> None:
     conv_first = nn.Sequential(nn.Conv2d(k, k, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(k, 3))
     bn_first = nn.Sequential(nn.BatchNorm2d(k), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(k, 3))
     sigmoid_first = nn.Sequential(nn.Sigmoid(), nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(k, 3))
-    for head in (conv_first, bn_first, sigmoid_first):
+    # a 1x1 conv first is a first linear layer (issue 21): zeroing map k removes its term W[:, k] A_k
+    assert shapley._fast_split(conv_first, k) is not None
+    a = torch.rand(2, k, 3, 3, dtype=torch.float64)
+    fast = shapley.permutation(conv_first.double(), a, 1, 6, seed=0, fast=True)
+    assert torch.allclose(fast, shapley.exact(conv_first, a, 1), atol=1e-12)  # affine head: exact
+    for head in (bn_first, sigmoid_first):
         assert shapley._fast_split(head, k) is None
         with pytest.raises(ValueError, match="fast=True"):
             shapley.permutation(head, torch.rand(1, k, 2, 2), 0, 2, fast=True)

@@ -159,7 +159,7 @@ def test_save_writes_checkpoint_manifest_and_card(scratch, tmp_path):
     card = (tmp_path / "models" / "CARD.md").read_text()
     assert "shapes-single-resnet" in card and "crescent" in card
     loaded = synthetic.load_model("shapes-single", "resnet", tmp_path, torch.device("cpu"),
-                                  train_if_missing=False)
+                                  train_if_missing=False, recipe="label")
     assert nets.state_dict_sha256(loaded) == rec["sha256"]
 
 
@@ -168,7 +168,7 @@ def test_parallel_trainings_each_keep_their_manifest_entry(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     model = torch.nn.Linear(2, 2)
-    recs = [{"variant": f"v{i}", "arch": "a"} for i in range(12)]
+    recs = [{"variant": f"v{i}", "arch": "a", "config": {"target": "label"}} for i in range(12)]
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda r: checkpoints.save_checkpoint(model, r, tmp_path), recs))
     assert sorted(checkpoints.read_manifest(tmp_path)["models"]) == sorted(f"v{i}-a" for i in range(12))
@@ -186,12 +186,16 @@ def test_a_jobs_worker_writes_checkpoint_and_manifest_but_not_the_card(tmp_path,
     assert not (tmp_path / "models" / "CARD.md").exists()
 
 
-def test_every_fine_tuned_model_starts_from_one_that_train_all_makes():
-    for (variant, arch), cfg in training.CONFIGS.items():
+@pytest.mark.parametrize("recipe", checkpoints.TARGETS)
+def test_every_fine_tuned_model_starts_from_one_that_train_all_makes(recipe):
+    cfgs = training.configs(recipe)
+    for (variant, arch), cfg in cfgs.items():
+        assert cfg.target == recipe, (variant, arch)
         if cfg.init:
             source = tuple(cfg.init.rsplit("-", 1))
-            assert source in training.CONFIGS and cfg.init.endswith(arch), (variant, arch)
-            assert training.CONFIGS[source].init is None  # one level: --jobs waits once
+            assert source in cfgs and cfg.init.endswith(arch), (variant, arch)
+            assert cfgs[source].init is None  # one level: --jobs waits once
+            assert cfgs[source].target == recipe  # a label model never starts from an evidence one
 
 
 def test_fine_tuning_starts_from_the_named_model(scratch, tmp_path):
@@ -223,7 +227,7 @@ def test_check_compares_hashes_and_says_why(tmp_path, monkeypatch):
     (tmp_path / "models" / "manifest.json").write_text(json.dumps({"models": {"shapes-single-vgg": rec}}))
     seen = {}
 
-    def fake_train(variant, arch, seed, device, threads, data_dir, progress, evaluate):
+    def fake_train(variant, arch, seed, device, threads, data_dir, progress, evaluate, recipe):
         seen.update(seed=seed, threads=threads)
         return None, dict(rec, torch=str(torch.__version__), sha256="b" * 64)
 
@@ -254,8 +258,29 @@ MAX_SATURATED = 0.30  # at most this share of top-1 softmax scores above 0.99 (i
 
 
 def test_every_model_is_committed():
-    expected = sorted([*(f"{v}-{a}" for v in generator.VARIANTS for a in nets.ARCHS), "shapes-single-vit"])
+    """Every default model (label recipe) with its seeds (3 for the VGG-style models, issue 20), and the
+    evidence recipe's ablation models; each record says its recipe (``config["target"]``) and seed."""
+    expected = sorted(checkpoints.model_key(v, a, k, r) for r in checkpoints.TARGETS
+                      for v, a, k, _ in training.planned(r))
     assert sorted(k for k, _ in COMMITTED) == expected
+    for v in generator.VARIANTS:
+        seeds = {rec["seed"] for _, rec in COMMITTED if rec["variant"] == v and rec["arch"] == "vgg"
+                 and rec["config"]["target"] == "label"}
+        assert seeds >= {0, 1, 2}, v
+    for key, rec in COMMITTED:
+        assert checkpoints.record_key(rec) == key
+        assert rec["config"]["target"] in checkpoints.TARGETS
+        assert rec["config"]["target"] == ("evidence" if key.endswith("-evidence") else "label")
+
+
+def test_default_models_never_saw_a_box():
+    """The default models' records say ``"target": "label"``, and the label recipe's training is blind to
+    the boxes: the same seed on the same images with scrambled boxes gives bit-identical weights."""
+    for (variant, arch), cfg in training.CONFIGS.items():
+        assert cfg.target == "label" and cfg.mask_share == 0.0, (variant, arch)
+    for key, rec in COMMITTED:
+        if not key.endswith("-evidence"):
+            assert rec["config"]["target"] == "label" and rec["target"] == "label", key
 
 
 @pytest.mark.parametrize(("key", "rec"), COMMITTED, ids=[k for k, _ in COMMITTED])
@@ -263,11 +288,13 @@ def test_committed_checkpoint_matches_its_record_and_bars(key, rec):
     """The checkpoint's state hash is the manifest's, and on 1,024 held-out images it clears the
     accuracy bar (top-1 >= 0.9 or mAP >= 0.9) and the calibration bar (at most 30% of top-1 softmax
     scores above 0.99), and scores close to its recorded full-test score."""
+    recipe = checkpoints.record_target(rec)
     model = synthetic.load_model(rec["variant"], rec["arch"], DATA, torch.device("cpu"),
-                                 train_if_missing=False)
+                                 train_if_missing=False, model_seed=rec["seed"], recipe=recipe)
     assert nets.state_dict_sha256(model) == rec["sha256"]
     assert not model.training
-    assert checkpoints.checkpoint_path(DATA, rec["variant"], rec["arch"]).stat().st_size < 5 * 2**20
+    path = checkpoints.checkpoint_path(DATA, rec["variant"], rec["arch"], rec["seed"], recipe)
+    assert path.stem == key and path.stat().st_size < 5 * 2**20
     test = store.dataset(rec["variant"], "test", seed=0, data_dir=DATA)
     head = generator.ShapesData(*(t[:1024] for t in (test.x, test.labels, test.boxes, test.box_labels)))
     multilabel = generator.VARIANTS[rec["variant"]].multilabel
@@ -284,7 +311,7 @@ def test_old_checkpoint_is_a_clear_error(tmp_path):
     rec = {"variant": "shapes-single", "arch": "resnet", "generator_version": 2}
     (tmp_path / "models").mkdir()
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"python -m cam_core train --all"):
         cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
 
@@ -297,12 +324,12 @@ def test_checkpoint_of_another_spec_is_a_clear_error(tmp_path):
            "checkpoint_version": checkpoints.CHECKPOINT_VERSION, "generator_fingerprint": "0" * 8}
     (tmp_path / "models").mkdir()
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"other settings.*--arch resnet"):
         cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
     rec["generator_fingerprint"] = generator.fingerprint("shapes-single")
     torch.save({"state_dict": model.state_dict(), "record": rec},
-               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet"))
+               checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     assert cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu") is not None
 
 

@@ -7,6 +7,6 @@ torchvision / TorchRay VGG16) share the :class:`~cam_core.benchmarks.base.Benchm
 May import: the base modules (figures from :mod:`cam_core.plotting`), model, kernels, metrics,
 methods (never evaluation, vqa, book; see cam_core/ARCHITECTURE.md).
 """
-from cam_core.benchmarks.base import Batch, Benchmark, available, load, register
+from cam_core.benchmarks.base import Batch, Benchmark, available, load, load_seeds, register
 
-__all__ = ["Batch", "Benchmark", "available", "load", "register"]
+__all__ = ["Batch", "Benchmark", "available", "load", "load_seeds", "register"]

@@ -27,6 +27,12 @@ evidence left, the rest spread as "no idea"). Then every image is jittered in co
 mildly in brightness: a dimmed image is a mask, with less evidence) and rotated by a multiple of
 90 degrees (the classes are rotation-free; boxes need not follow, the evidence is computed first).
 
+All of the above is the *evidence* recipe (``TrainConfig(target="evidence")``, benchmark v4's models,
+kept as an ablation): its target is computed from the ground-truth boxes, so what the box-based metrics
+score leaks into training (issue 20). The default *label* recipe uses :func:`label_augment`: labels
+only, no box anywhere (rotations, jitter and, optionally, masks whose kind does not depend on where
+the objects are, with the label unchanged).
+
 Everything draws from the caller's ``torch.Generator``: deterministic under a seed.
 Images are pixels in [0, 1], (B, 3, H, W), before normalisation.
 """
@@ -158,6 +164,23 @@ def augment(x: Tensor, generator: torch.Generator, mask_share: float = 0.5,
     k = int(torch.randint(4, (1,), generator=g))
     x = torch.rot90(x, k, dims=(2, 3))
     return jitter(x, g), evidence
+
+
+def label_augment(x: Tensor, generator: torch.Generator, mask_share: float = 0.0) -> Tensor:
+    """The label recipe's augmentation, which never sees a box: pixels (B, 3, H, W) in [0, 1] ->
+    augmented pixels. ``mask_share`` of the images (chosen at random) are multiplied by a mask of a
+    kind that does not depend on where the objects are (:func:`random_masks` without boxes: smooth,
+    constant, rectangle, pixels); the target stays the label whatever the mask removed. Then the
+    rotation by a multiple of 90 degrees and :func:`jitter`. With ``mask_share == 0`` no mask is drawn."""
+    g = generator
+    n, _, h, _ = x.shape
+    if mask_share > 0:
+        masked = torch.rand(n, generator=g) < mask_share
+        m = random_masks(n, h, g, None)  # no boxes: the "object" kind is never drawn
+        x = x * torch.where(masked[:, None, None, None], m, torch.ones_like(m))
+    k = int(torch.randint(4, (1,), generator=g))
+    x = torch.rot90(x, k, dims=(2, 3))
+    return jitter(x, g)
 
 
 def evidence_targets(labels: Tensor, box_labels: Tensor, evidence: Tensor, num_classes: int,

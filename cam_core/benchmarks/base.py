@@ -175,7 +175,8 @@ class _Entry:
 _REGISTRY: dict[str, _Entry] = {}
 
 # Modules that register benchmarks when imported.
-_PROVIDERS = ("cam_core.benchmarks.synthetic", "cam_core.benchmarks.real", "cam_core.vqa.benchmark")
+_PROVIDERS = ("cam_core.benchmarks.synthetic", "cam_core.benchmarks.real", "cam_core.benchmarks.photos",
+              "cam_core.vqa.benchmark")
 
 
 def register(name: str, factory: str, description: str) -> None:
@@ -209,3 +210,20 @@ def load(name: str, data_dir: str | None = None, device: str | torch.device = "a
     mod, fn = _REGISTRY[name].factory.split(":")
     factory = getattr(importlib.import_module(mod), fn)
     return factory(data_dir=data_dir, device=resolve_device(device), **kwargs)
+
+
+def load_seeds(name: str, model_seeds: Sequence[int] | str = (0, 1, 2), data_dir: str | None = None,
+               device: str | torch.device = "auto", **kwargs: Any) -> list[Benchmark]:
+    """:func:`load` once per trained model: ``[load(name, model_seed=k, ...) for k in model_seeds]``
+    (``model_seeds`` a sequence or a comma-separated string such as ``"0,1,2"``), for
+    :func:`cam_core.evaluation.evaluate_seeds`. A benchmark with one published model (the real ones)
+    takes ``model_seeds=(0,)`` only."""
+    seeds = [int(k) for k in (model_seeds.split(",") if isinstance(model_seeds, str) else model_seeds)]
+    if not seeds:
+        raise ValueError("model_seeds is empty: pass e.g. (0, 1, 2) or '0,1,2'")
+    _load_providers()
+    if name in _REGISTRY and not _REGISTRY[name].factory.startswith("cam_core.benchmarks.synthetic:"):
+        if seeds != [0]:
+            raise ValueError(f"{name!r} has one trained model (its publisher's): use model_seeds=(0,)")
+        return [load(name, data_dir=data_dir, device=device, **kwargs)]
+    return [load(name, data_dir=data_dir, device=device, model_seed=k, **kwargs) for k in seeds]

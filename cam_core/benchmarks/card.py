@@ -55,31 +55,34 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         "average pool (a 2 x 2 grid of positions) flattened into FC-ReLU-Dropout-FC-ReLU-FC: a non-linear "
         "head that reads every position of every map, as VGG16's. `resnet`: residual blocks, explained "
         "layer `layer3` (64 maps, 8 x 8), global "
-        "average pool and one Linear layer (linear head). Both trained with label smoothing, contrast "
-        "jitter, rotations by 90 degrees, and on a share of each batch a mask toward black of the kinds the "
-        "metrics apply (smooth, constant, random rectangle, per-pixel noise, an object's box kept or "
-        "removed; `cam_core.benchmarks.augment`), with a target that follows the evidence the mask left: "
-        "the label in proportion to the mean mask over the object's box, the rest spread over all classes. "
-        "So masked images are in distribution, and confidence drops with what is removed of the object, "
-        "not with how much of the image is black. Each architecture is trained from a random start on "
-        "`shapes-multi`; its `shapes-single` and `shapes-clutter` models are fine-tuned from that one "
-        "(`CONFIGS` in `cam_core/benchmarks/training.py`).",
+        "average pool and one Linear layer (linear head). Two training recipes (`config[\"target\"]` in each "
+        "record; `cam_core/benchmarks/training.py`). **label** (the default VGG-style models, issue 20): labels "
+        "with label smoothing, contrast jitter and rotations by 90 degrees, no mask and no box anywhere, so "
+        "nothing the box-based metrics score is trained in; three independently trained models per benchmark "
+        "(model seeds 0, 1, 2: another initialisation, data order, augmentation and dropout; files "
+        "`<variant>-vgg-seed<k>.pt`, seed 0 without the suffix), each seed's `shapes-multi` model from a "
+        "random start and its `shapes-single` and `shapes-clutter` models fine-tuned from it. **evidence** "
+        "(benchmark v4's six models, files `<variant>-<arch>-evidence.pt`; the ablation, and the ResNet-style "
+        "models' default): on a share of each batch a mask toward black of the kinds the metrics apply "
+        "(smooth, constant, random rectangle, per-pixel noise, an object's box kept or removed), with a "
+        "target that follows the evidence the mask left over the object's ground-truth box, so the boxes "
+        "are in the target. Load one with `cc.benchmarks.load(name, arch=..., model_seed=k, recipe=...)`.",
         "",
-        "| model | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) | threads "
-        "| seed | torch | sha256 (state) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | recipe | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) "
+        "| threads | seed | torch | sha256 (state) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for key, rec in sorted(manifest.get("models", {}).items()):
         lines.append(
-            f"| `{key}` | {rec.get('metric', '')} | {rec.get('score', nan):.4f} "
+            f"| `{key}` | {checkpoints.record_target(rec)} | {rec.get('metric', '')} | {rec.get('score', nan):.4f} "
             f"| {rec.get('share_above_0.99', nan):.3f} | {rec.get('ece', nan):.3f} "
             f"| {rec.get('params', '')} | {rec.get('train_seconds', nan):.0f} "
             f"| {rec.get('threads', '')} | {rec.get('seed', '')} "
             f"| {rec.get('torch', '')} | `{str(rec.get('sha256', ''))[:16]}` |"
         )
     if not manifest.get("models"):
-        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | |")
+        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | | |")
     under = [k for k, r in sorted(manifest.get("models", {}).items()) if r.get("score", 1.0) < 0.9]
     if under:
         names = ", ".join(f"`{k}`" for k in under)
@@ -136,3 +139,42 @@ def write_card(data_dir: Path, figure: bool = True) -> Path:
     text = dataset_card(checkpoints.read_manifest(data_dir), figure=FIGURE if figure else None)
     checkpoints.write_atomic(folder / "CARD.md", text)
     return folder / "CARD.md"
+
+
+def models_table(data_dir: Path, n_test: int | None = None, device: Any = "cpu") -> Any:
+    """Every model of the manifest (each recipe and model seed), scored now on ``n_test`` held-out test
+    images (None: the whole split): a DataFrame with ``model, benchmark, arch, recipe, model seed,
+    metric, held-out score, top-1 softmax > 0.99, ECE, train time (s)`` (chapter 0)."""
+    import pandas as pd
+
+    from cam_core.benchmarks import scores
+
+    rows = []
+    for key, rec in sorted(checkpoints.read_manifest(data_dir).get("models", {}).items()):
+        recipe, seed = checkpoints.record_target(rec), int(rec.get("seed", 0))
+        model = checkpoints.load_model(rec["variant"], rec["arch"], data_dir, device, seed, recipe)
+        data = store.dataset(rec["variant"], "test", seed=0, n=n_test, data_dir=data_dir)
+        multilabel = VARIANTS[rec["variant"]].multilabel
+        rep = scores.report(scores.logits_of(model, data, device=device), data.labels, multilabel)
+        rows.append({"model": key, "benchmark": rec["variant"], "arch": rec["arch"], "recipe": recipe,
+                     "model seed": seed, "metric": rep["metric"], "held-out score": rep["score"],
+                     "top-1 softmax > 0.99": rep["share_above_0.99"], "ECE": rep["ece"],
+                     "train time (s)": rec.get("train_seconds", float("nan")), "scored on": len(data)})
+    return pd.DataFrame(rows)
+
+
+def models_text(models: Any, bar: float = 0.9) -> str:
+    """Computed sentences on :func:`models_table`: the score range per recipe and architecture, and the
+    spread between the seeds of each benchmark."""
+    lines = []
+    for (recipe, arch), g in models.groupby(["recipe", "arch"], sort=True):
+        low = g.loc[g["held-out score"].idxmin()]
+        lines.append(f"`{recipe}` / `{arch}`: {len(g)} models, held-out scores {g['held-out score'].min():.4f} to "
+                     f"{g['held-out score'].max():.4f} ({'all' if (g['held-out score'] >= bar).all() else 'not all'} "
+                     f"at least {bar:.2f}; lowest `{low['model']}`), ECE {g['ECE'].min():.3f} to {g['ECE'].max():.3f}.")
+    seeded = models[models["recipe"] == "label"].groupby("benchmark")["held-out score"]
+    spread = seeded.max() - seeded.min()
+    if len(spread) and (seeded.size() > 1).any():
+        lines.append("Between the seeds of one benchmark the held-out score differs by at most "
+                     f"{spread.max():.4f} (`{spread.idxmax()}`).")
+    return "\n\n".join(lines)

@@ -1,7 +1,14 @@
 """The embedded default benchmark: generated shapes with two small trained CNNs each.
 
-    bench = cc.benchmarks.load("shapes-single", arch="vgg")   # loads the committed model
+    bench = cc.benchmarks.load("shapes-single", arch="vgg")   # loads the committed model (seed 0)
+    bench = cc.benchmarks.load("shapes-single", arch="vgg", model_seed=1)   # another training run
+    bench = cc.benchmarks.load("shapes-clutter", arch="vgg", recipe="evidence")   # v4's model (ablation)
     for batch in bench.images(n=1000, seed=0): ...
+
+``model_seed`` picks one of the independently trained models (:data:`training.MODEL_SEEDS`: 0, 1, 2
+for the VGG-style models); ``recipe`` the training recipe (``"label"``: no box in the target, the
+VGG-style models' default; ``"evidence"``: benchmark v4's box-evidence target, the ablation and the
+ResNet-style models' default; None: :func:`training.default_recipe`).
 
 The pieces, bottom up (each imports only those above it):
 
@@ -63,23 +70,31 @@ def preprocess(image: Any) -> Tensor:
 
 
 def load_model(variant: str, arch: str, data_dir: Path, device: torch.device | str = "cpu",
-               train_if_missing: bool = True) -> nn.Module:
+               train_if_missing: bool = True, model_seed: int = 0, recipe: str | None = None) -> nn.Module:
     """The trained classifier (eval mode, on ``device``); trained now if its checkpoint is missing
-    and ``train_if_missing``. A checkpoint of an older version is an error that says how to retrain."""
-    path = checkpoints.checkpoint_path(data_dir, variant, arch)
+    and ``train_if_missing``. A checkpoint of an older version is an error that says how to retrain.
+    ``recipe`` None: :func:`training.default_recipe`."""
+    recipe = training.default_recipe(variant, arch) if recipe is None else recipe
+    path = checkpoints.checkpoint_path(data_dir, variant, arch, model_seed, recipe)
     if not path.exists() and train_if_missing and arch in nets.ARCHS:
-        log.warning("no checkpoint at %s: training %s/%s now (minutes on a CPU)", path, variant, arch)
-        training.train_and_save(variant, arch, data_dir=data_dir)
-    return checkpoints.load_model(variant, arch, data_dir, device)
+        log.warning("no checkpoint at %s: training %s now (minutes on a CPU)", path, path.stem)
+        init = training.configs(recipe)[(variant, arch)].init
+        if init and not checkpoints.checkpoint_path(data_dir, *init.rsplit("-", 1), model_seed, recipe).exists():
+            training.train_and_save(*init.rsplit("-", 1), data_dir=data_dir, seed=model_seed, recipe=recipe)
+        training.train_and_save(variant, arch, data_dir=data_dir, seed=model_seed, recipe=recipe)
+    return checkpoints.load_model(variant, arch, data_dir, device, model_seed, recipe)
 
 
 class ShapesBenchmark(Benchmark):
     """One variant of the embedded benchmark with one of its two trained models."""
 
     def __init__(self, variant: str, arch: str, model: nn.Module, data: ShapesData, device: torch.device,
-                 data_dir: Path, seed: int = 0):
+                 data_dir: Path, seed: int = 0, model_seed: int = 0, recipe: str = "label"):
         sp = spec(variant)
         self.name, self.arch, self.spec, self.seed = variant, arch, sp, seed
+        self.model_seed, self.recipe = model_seed, recipe
+        #: which trained model this is (the evaluation cache key holds it: each seed has its own results)
+        self.model_id = f"{checkpoints.model_key(variant, arch, model_seed, recipe)}:{nets.state_dict_sha256(model)[:16]}"
         self.model, self.target_layer, self.device = model, nets.target_layer(arch), device
         self.preprocess: Callable[[Any], Tensor] = preprocess
         self.class_names = list(CLASS_NAMES)
@@ -96,21 +111,29 @@ class ShapesBenchmark(Benchmark):
     def card(self) -> str:
         return card.dataset_card(checkpoints.read_manifest(self.data_dir))
 
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f", model_seed={self.model_seed}, recipe={self.recipe!r})"
+
 
 def _load(variant: str, data_dir: str | os.PathLike[str] | None = None, device: torch.device | str = "cpu",
           arch: str = "vgg", train_if_missing: bool = True, seed: int = 0, n_test: int | None = None,
-          **kwargs: Any) -> ShapesBenchmark:
+          model_seed: int = 0, recipe: str | None = None, **kwargs: Any) -> ShapesBenchmark:
     if kwargs:
         raise ValueError(f"unexpected arguments for {variant}: {', '.join(kwargs)}; "
-                         "accepted: data_dir, device, arch, train_if_missing, seed, n_test")
+                         "accepted: data_dir, device, arch, train_if_missing, seed, n_test, model_seed, recipe")
     if arch not in nets.ARCHS + nets.TRANSFORMER_ARCHS:
         valid = ", ".join(nets.ARCHS + nets.TRANSFORMER_ARCHS)
         raise ValueError(f"unknown arch {arch!r}; choose one of {valid}")
+    recipe = training.default_recipe(variant, arch) if recipe is None else recipe
+    checkpoints.model_key(variant, arch, model_seed, recipe)  # a clear error for a bad seed or recipe
+    if (variant, arch) not in training.configs(recipe):
+        raise ValueError(f"the {recipe!r} recipe has no {variant}/{arch} model; it has: "
+                         + ", ".join(f"{v}/{a}" for v, a in training.configs(recipe)))
     root = store.resolve_data_dir(data_dir)
     device = torch.device(device)
-    model = load_model(variant, arch, root, device, train_if_missing)
+    model = load_model(variant, arch, root, device, train_if_missing, model_seed, recipe)
     data = store.dataset(variant, "test", seed=seed, n=n_test, data_dir=root)
-    return ShapesBenchmark(variant, arch, model, data, device, root, seed)
+    return ShapesBenchmark(variant, arch, model, data, device, root, seed, model_seed, recipe)
 
 
 def load_single(data_dir: str | None = None, device: torch.device | str = "cpu", arch: str = "vgg",

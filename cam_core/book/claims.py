@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from cam_core.metrics import HIGHER_IS_BETTER
+from cam_core.metrics import HIGHER_IS_BETTER, METRIC_FAMILIES
 
 _NEEDED = {"benchmark", "metric", "a", "b", "difference", "ci_low", "ci_high", "p_holm", "verdict"}
 
@@ -50,20 +50,49 @@ def _paper_direction(table: int | None, benchmark: str, metric: str, a: str, b: 
     return "better" if (d > 0) == HIGHER_IS_BETTER.get(metric, True) else "worse"
 
 
+def family(metric: str) -> str:
+    """The metric's family (:data:`cam_core.metrics.METRIC_FAMILIES`): ``approximation``, ``drop``,
+    ``insertion-deletion`` or ``localization`` (the metric's own name for one outside them)."""
+    return METRIC_FAMILIES.get(metric, metric)
+
+
+def family_counts(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts counted per metric family: ``family, metrics, n, better, indistinguishable, worse``
+    (families in order of first appearance). The headline reports these, never one pooled count: a
+    win on a drop metric and a win on a localization metric are answers to different questions."""
+    _check(pairs)
+    rows = []
+    fam = pairs["metric"].map(family)
+    for name in dict.fromkeys(fam):
+        part = pairs[fam == name]
+        count = part["verdict"].value_counts()
+        rows.append((name, ", ".join(dict.fromkeys(part["metric"])), len(part), int(count.get("better", 0)),
+                     int(count.get("indistinguishable", 0)), int(count.get("worse", 0))))
+    return pd.DataFrame(rows, columns=["family", "metrics", "n", "better", "indistinguishable", "worse"])
+
+
 def headline(pairs: pd.DataFrame) -> str:
-    """One sentence: in how many of the table's paired comparisons the method is better, indistinguishable,
-    worse (Holm-corrected at the table's ``alpha``)."""
+    """How often the method is better, indistinguishable, worse in the table's paired comparisons
+    (Holm-corrected at the table's ``alpha``), counted per metric family (:func:`family_counts`), never
+    pooled across families."""
     _check(pairs)
     if pairs.empty:
         return "_No paired comparisons (fewer than two methods measured)._"
     method = pairs["a"].iloc[0]
-    n = len(pairs)
-    count = pairs["verdict"].value_counts()
     alpha = pairs.attrs.get("alpha", 0.05)
-    return (f"Over the {n} paired comparisons of this table ({method} against each other method, per metric "
-            f"and benchmark; paired tests over the same images, Holm-corrected across the table at a "
-            f"family-wise error of {alpha:g}), {method} is **better in {count.get('better', 0)}**, "
-            f"indistinguishable in {count.get('indistinguishable', 0)} and worse in {count.get('worse', 0)}.")
+    counts = family_counts(pairs)
+    lead = (f"(paired tests over the same images, Holm-corrected across the table at a family-wise error of "
+            f"{alpha:g})")
+    if len(counts) == 1:
+        c = counts.iloc[0]
+        return (f"Over the {c['n']} paired comparisons of this table ({method} against each other method, per "
+                f"metric and benchmark; {lead[1:-1]}), on the {c['family']} metrics ({c['metrics']}) {method} is "
+                f"**better in {c['better']}**, indistinguishable in {c['indistinguishable']} and worse in "
+                f"{c['worse']}.")
+    per = "; ".join(f"**{c.family}** ({c.metrics}): better in {c.better} of {c.n}, indistinguishable in "
+                    f"{c.indistinguishable}, worse in {c.worse}" for c in counts.itertuples())
+    return (f"{method} against each other method, per metric and benchmark {lead}, counted per metric "
+            f"family (not pooled): {per}.")
 
 
 def held(pairs: pd.DataFrame, table: int | None = None) -> str:

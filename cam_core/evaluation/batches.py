@@ -109,7 +109,8 @@ def _run_batch(
         values: dict[str, Tensor] = {}
         sal = res.saliency  # (B, H, W)
         if {"IC", "AD", "ADD"} & set(metrics):
-            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs)
+            sc = M.confidence_scores(model, x, sal, t, mean=mean, std=std, batch_size=fbs,
+                                     baseline=opts["baseline"])
             values["IC"] = M.increase_in_confidence(sc.original, sc.explanation)
             values["AD"] = M.average_drop(sc.original, sc.explanation)
             values["ADD"] = M.average_drop_in_deletion(sc.original, sc.inverted)
@@ -129,6 +130,11 @@ def _run_batch(
                     curves=curves,
                 )
             )
+        drops = [m for m in metrics if "@" in m]
+        if drops:
+            qs = tuple(dict.fromkeys(M.parse_drop_metric(m)[1] for m in drops))
+            values.update(M.top_q_drops(model, x, sal, t, qs, baseline=opts["baseline"], mean=mean, std=std,
+                                        batch_size=fbs))
         if "energy" in metrics:
             values["energy"] = M.energy_pointing_game(sal, M.batch_masks(boxes, (h, w)).to(sal.device))
         if "pointing" in metrics:

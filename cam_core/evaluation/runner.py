@@ -31,7 +31,16 @@ import torch
 from cam_core import metrics as M
 from cam_core.evaluation import reference_maps
 from cam_core.evaluation.batches import _batch_path, _read_batch, _run_batch
-from cam_core.evaluation.statistics import ci_table, holm, paired, paired_table, summarize  # noqa: F401
+from cam_core.evaluation.statistics import (  # noqa: F401
+    ci_table,
+    clopper_pearson,
+    hierarchical_bootstrap,
+    holm,
+    paired,
+    paired_table,
+    seed_variance,
+    summarize,
+)
 from cam_core.methods.base import BaseCAM
 from cam_core.names import lookup
 
@@ -46,10 +55,11 @@ METRICS: tuple[str, ...] = (
     "pointing",
     "local_accuracy",
     "cosine",
+    *M.drop_metric_names(),
 )
 #: the default metric set (Tables 3, 4, 5, the hit/miss pointing game and Eq. 8's error): all but "cosine",
-#: which needs a reference method
-DEFAULT_METRICS: list[str] = [m for m in METRICS if m != "cosine"]
+#: which needs a reference method, and the contrast-free drops AD@q / ADD@q (issue 20), asked for by name
+DEFAULT_METRICS: list[str] = [m for m in METRICS if m != "cosine" and "@" not in m]
 #: aggregate = SCALE * mean over images (defined with the metrics)
 SCALE = M.SCALE
 #: which way is better, for each metric (defined with the metrics)
@@ -140,6 +150,7 @@ def cache_config(
     return {
         "benchmark": bench.name,
         "arch": getattr(bench, "arch", None),
+        "model": getattr(bench, "model_id", None),  # which trained model (seed, recipe, weights)
         "dataset_size": len(bench),
         "target_layer": bench.target_layer,
         "methods": list(methods),
@@ -214,7 +225,10 @@ def evaluate(
             ground-truth class; single-label benchmarks only).
         device: None = the benchmark's device; anything else must match it (load the benchmark on
             the device you want: the runner does not move the caller's model).
-        baseline, steps: insertion/deletion settings (:func:`cam_core.metrics.insertion_deletion`).
+        baseline: what a removed pixel becomes in every perturbation metric (IC/AD/ADD, insertion/deletion,
+            AD@q/ADD@q): ``"zero"`` (black, the default), ``"mean"``, ``"blur"`` or ``"road"``
+            (:data:`cam_core.metrics.BASELINES`); part of the cache key.
+        steps: insertion/deletion steps (:func:`cam_core.metrics.insertion_deletion`).
         pointing_tolerance: hit/miss tolerance in px (None: 15 px at 224 px, scaled).
         forward_batch_size: rows per forward pass when scoring perturbed images (default 4 * batch_size).
         executor: ``"serial"`` (this process) or ``"ray"`` (shards of ``shard_size`` images as Ray tasks
@@ -300,8 +314,7 @@ def _check_run(bench: Any, names: list[str], metrics: list[str], n_images: Any, 
             "target='label' needs a single-label benchmark; this one is multi-label: "
             "use target='predicted' (the paper's choice)"
         )
-    if baseline not in M.BASELINES:
-        raise ValueError(f"baseline must be one of {M.BASELINES}, got {baseline!r}")
+    M.check_baseline(baseline)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_n_images(n_images, bench)
@@ -336,6 +349,8 @@ def _plan(bench: Any, specs: list, metrics: list[str], kwargs: dict[str, dict[st
         bench, [n for n, _ in specs], metrics, n_images, seed, batch_size, kwargs, target,
         baseline=opts["baseline"], steps=opts["steps"], pointing_tolerance=opts["pointing_tolerance"],
         reference=ref[0] if ref else None, reference_kwargs=kwargs.get(ref[0], {}) if ref else None,
+        # issue 20: a fill other than black reaches IC/AD/ADD too (runs with "zero" keep their keys)
+        **({"fill_scope": "all-perturbation-metrics"} if opts["baseline"] != "zero" else {}),
     )
     indices = bench.subset(n_images, seed)
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
@@ -431,7 +446,7 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive_int, default=8,
                    help="images per batch (default 8: fast on a CPU)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted")
-    p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes")
+    p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes in every perturbation metric (default zero: black)")
     p.add_argument("--method-kwargs", default=None, help='JSON, e.g. \'{"SHAP-CAM": {"n_orderings": 10}}\'')
     p.add_argument("--cache", default="auto", help="cache folder; 'auto' = results/cache, 'none' = no cache")
     p.add_argument(
@@ -571,3 +586,36 @@ def _main(args: argparse.Namespace) -> int:
     print(f"per-image values: {out}")
     print(f"summary: {summary_out}")
     return 0
+
+
+# ---- several trained models -----------------------------------------------------------------------
+def evaluate_seeds(benches: Sequence[Any], *args: Any, **kwargs: Any) -> pd.DataFrame:
+    """:func:`evaluate` on several independently trained models of one benchmark, on the same seeded
+    images, as one frame with a ``model_seed`` column (the benchmark's ``model_seed``, e.g.
+    ``cc.benchmarks.load_seeds("shapes-clutter", model_seeds=(0, 1, 2))``); the other arguments are
+    :func:`evaluate`'s. :func:`summarize` and :func:`paired` then resample seeds, then images.
+
+    attrs: ``timings`` (summed over the models), ``config`` (the first model's, with ``model_seeds``),
+    ``caches`` (one folder per model), ``summary`` (per-seed means averaged)."""
+    benches = list(benches)
+    if not benches:
+        raise ValueError("benches is empty: pass the benchmark loaded once per model seed "
+                         "(cc.benchmarks.load_seeds(name, model_seeds=(0, 1, 2)))")
+    names = {(b.name, getattr(b, "arch", None)) for b in benches}
+    if len(names) > 1:
+        raise ValueError(f"evaluate_seeds compares models of ONE benchmark and arch, got {sorted(map(str, names))}")
+    seeds = [int(getattr(b, "model_seed", i)) for i, b in enumerate(benches)]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"each benchmark must hold another trained model; model seeds: {seeds}")
+    parts = [evaluate(b, *args, **kwargs) for b in benches]
+    df = pd.concat([p.assign(model_seed=k) for p, k in zip(parts, seeds, strict=True)], ignore_index=True)
+    timings: dict[str, float] = {}
+    for p in parts:
+        for k, v in p.attrs.get("timings", {}).items():
+            timings[k] = timings.get(k, 0.0) + float(v)
+    df.attrs = {"timings": timings, "config": {**parts[0].attrs.get("config", {}), "model_seeds": seeds},
+                "caches": [p.attrs.get("cache") for p in parts]}
+    summary = summarize(df, ci=None)
+    df.attrs["summary"] = {m: {k: float(v) for k, v in zip(g["metric"], g["mean"], strict=True)}
+                           for m, g in summary.groupby("method", sort=False)}
+    return df

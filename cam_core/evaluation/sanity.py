@@ -10,6 +10,14 @@ shows such a table evaluates the sanity maps too, and shows :func:`warning` abov
 
 The check compares means (the table's numbers) in the metric's direction
 (:data:`cam_core.metrics.HIGHER_IS_BETTER`): ``Box`` must be strictly better than each baseline.
+Since issue 20 it also checks every method against ``Uniform`` and ``Random`` on every metric of
+the table (:func:`beaten_by_baselines`) and names the metrics where a constant or random map beats
+the methods, and it states which metrics are degenerate (every method scores the same, e.g.
+single-label IC at 0: :func:`degenerate_metrics`).
+
+The model-randomization and class-sensitivity checks (Adebayo et al., 2018) live in
+:mod:`cam_core.evaluation.randomization` and are re-exported here: ``cc.sanity.randomization(model, layer,
+method, x)``, ``cc.sanity.class_sensitivity(...)``, ``cc.sanity.randomization_check(...)``.
 """
 from __future__ import annotations
 
@@ -19,6 +27,14 @@ import numpy as np
 import pandas as pd
 
 from cam_core.metrics import HIGHER_IS_BETTER
+from cam_core.evaluation.randomization import (  # noqa: F401  re-exported: cc.sanity.randomization(...)
+    class_sensitivity,
+    head_layers,
+    randomizable_layers,
+    randomization,
+    randomization_check,
+    reinitialize,
+)
 
 #: the metrics on which the true box must beat a map that knows nothing (issue 11)
 SANITY_METRICS: tuple[str, ...] = ("AD", "ADD", "insertion", "deletion", "energy")
@@ -66,9 +82,101 @@ def violations(summary: pd.DataFrame, metrics: Sequence[str] = SANITY_METRICS, r
     return pd.DataFrame(rows, columns=[*keys, "metric", "baseline", "reference_mean", "baseline_mean"])
 
 
+#: the maps that are not explanations (never counted among "the methods")
+NOT_METHODS: frozenset[str] = frozenset({"Box", "Uniform", "Random", "Center"})
+
+
+def _groups(summary: pd.DataFrame):
+    value = "mean" if "mean" in summary.columns else "value"
+    if not {"method", "metric", value} <= set(summary.columns):
+        raise ValueError("summary must be cc.evaluation.summarize's long form (method, metric, mean)")
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    groups = summary.groupby(keys, sort=False) if keys else [((), summary)]
+    for key, part in groups:
+        yield keys, (key if isinstance(key, tuple) else (key,)), part, value
+
+
+def beaten_by_baselines(summary: pd.DataFrame, metrics: Sequence[str] | None = None,
+                        baselines: Sequence[str] = BASELINE_MAPS) -> pd.DataFrame:
+    """Where a map that knows nothing beats the methods: per metric and baseline map, the methods
+    (every row of ``summary`` not in :data:`NOT_METHODS`) whose mean it strictly beats.
+
+    Returns ``[keys..., metric, baseline, baseline_mean, n_methods, n_beaten, beaten]`` (``beaten``: the
+    methods' names, comma-separated), one row per (metric, baseline) that beats at least one method.
+    ``metrics`` default: every metric of ``summary``."""
+    rows = []
+    for keys, key, part, value in _groups(summary):
+        means = part.set_index(["method", "metric"])[value]
+        for metric in (list(dict.fromkeys(part["metric"])) if metrics is None else metrics):
+            methods = [m for m in dict.fromkeys(part.loc[part["metric"] == metric, "method"])
+                       if m not in NOT_METHODS and np.isfinite(float(means[(m, metric)]))]
+            for base in baselines:
+                if (base, metric) not in means.index or not methods:
+                    continue
+                b = float(means[(base, metric)])
+                won = [m for m in methods if box_is_better(b, float(means[(m, metric)]), metric)]
+                if won:
+                    rows.append((*key, metric, base, b, len(methods), len(won), ", ".join(won)))
+    cols = ["metric", "baseline", "baseline_mean", "n_methods", "n_beaten", "beaten"]
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    return pd.DataFrame(rows, columns=[*keys, *cols])
+
+
+def degenerate_metrics(summary: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """The metrics on which every method (at least two; :data:`NOT_METHODS` left out) has the same mean,
+    e.g. single-label IC = 0 for all: no mask raises the target's softmax score above the full image's,
+    so the metric cannot rank the methods. Returns ``[keys..., metric, value, n_methods]``."""
+    rows = []
+    for keys, key, part, value in _groups(summary):
+        for metric in (list(dict.fromkeys(part["metric"])) if metrics is None else metrics):
+            vals = part.loc[(part["metric"] == metric) & ~part["method"].isin(NOT_METHODS), value].to_numpy(float)
+            vals = vals[np.isfinite(vals)]
+            if vals.size >= 2 and np.all(vals == vals[0]):
+                rows.append((*key, metric, float(vals[0]), int(vals.size)))
+    keys = [c for c in ("benchmark", "arch") if c in summary.columns]
+    return pd.DataFrame(rows, columns=[*keys, "metric", "value", "n_methods"])
+
+
+def _where(r: pd.Series) -> str:
+    return "".join(f"`{r[k]}` " for k in ("benchmark",) if k in r.index and r[k] != "")
+
+
 def warning(summary: pd.DataFrame, metrics: Sequence[str] = SANITY_METRICS, reference: str = "Box",
             baselines: Sequence[str] = BASELINE_MAPS) -> str:
-    """Markdown to show above a table whose run fails the sanity check ("" when it holds)."""
+    """Markdown to show above a table whose run fails a sanity check ("" when every check holds):
+    ``reference`` (Box) not beating the baselines on ``metrics``; a baseline map beating methods on any
+    metric of the table (:func:`beaten_by_baselines`); a metric that is the same for every method
+    (:func:`degenerate_metrics`)."""
+    parts = [p for p in (_box_warning(summary, metrics, reference, baselines),
+                         _methods_warning(summary, baselines), _degenerate_warning(summary)) if p]
+    return "\n\n".join(parts)
+
+
+def _methods_warning(summary: pd.DataFrame, baselines: Sequence[str]) -> str:
+    beaten = beaten_by_baselines(summary, None, baselines)
+    if beaten.empty:
+        return ""
+    where = [f"{_where(r)}{r['metric']} ({r['baseline']} {r['baseline_mean']:.4g} beats {r['n_beaten']} of "
+             f"{r['n_methods']} methods: {r['beaten']})" for _, r in beaten.iterrows()]
+    names = list(dict.fromkeys(beaten["metric"]))
+    return (f"> **Warning: a map that knows nothing beats the methods** on {', '.join(names)}: "
+            + "; ".join(where) + ". On these metrics a constant or random map scores better than an "
+            "explanation, so a method's rank there says little about whether it finds what the model uses.")
+
+
+def _degenerate_warning(summary: pd.DataFrame) -> str:
+    bad = degenerate_metrics(summary)
+    if bad.empty:
+        return ""
+    where = [f"{_where(r)}{r['metric']} = {r['value']:.4g} for all {r['n_methods']} methods"
+             for _, r in bad.iterrows()]
+    return ("> **Degenerate metric:** " + "; ".join(where) + ". A metric that gives every method the same "
+            "value cannot rank them (single-label IC: no mask raises the class's softmax score above the "
+            "full image's).")
+
+
+def _box_warning(summary: pd.DataFrame, metrics: Sequence[str], reference: str,
+                 baselines: Sequence[str]) -> str:
     bad = violations(summary, metrics, reference, baselines)
     if bad.empty:
         return ""
@@ -81,3 +189,55 @@ def warning(summary: pd.DataFrame, metrics: Sequence[str] = SANITY_METRICS, refe
             f"{' / '.join(baselines)} on {len(bad)} cell(s): " + "; ".join(where) + ". On these metrics this "
             "benchmark cannot tell a map that points at the object from one that knows nothing, so the "
             "ordering of the methods below is not evidence for or against the paper.")
+
+
+def statements(summary: pd.DataFrame | None = None, randomization_table: pd.DataFrame | None = None,
+               contrast: pd.DataFrame | None = None) -> str:
+    """Markdown bullets, each computed from this run: which metrics are degenerate
+    (:func:`degenerate_metrics`), where a constant or random map beats the methods
+    (:func:`beaten_by_baselines`), which metrics the map's contrast dominates
+    (:func:`cam_core.evaluation.contrast.dominated`'s table) and which methods fail the randomization check
+    (:func:`cam_core.evaluation.randomization.randomization_check`'s table)."""
+    lines = []
+    if summary is not None:
+        deg = degenerate_metrics(summary)
+        if deg.empty:
+            lines.append("- No metric gives every method the same value in this run.")
+        for _, r in deg.iterrows():
+            lines.append(f"- **{r['metric']} is degenerate** on {_where(r).strip() or 'this run'}: "
+                         f"{r['value']:.4g} for all {r['n_methods']} methods, so it cannot rank them.")
+        beaten = beaten_by_baselines(summary)
+        if beaten.empty:
+            lines.append("- No method loses to the Uniform or the Random map on any metric of this run.")
+        for _, r in beaten.iterrows():
+            lines.append(f"- On {_where(r)}**{r['metric']}** the {r['baseline']} map ({r['baseline_mean']:.3g}) "
+                         f"beats {r['n_beaten']} of {r['n_methods']} methods ({r['beaten']}).")
+    if contrast is not None:
+        dom = contrast[contrast["dominated"]]
+        free = contrast[~contrast["dominated"]]
+        if len(dom):
+            lines.append("- **Contrast-dominated:** " + ", ".join(
+                f"{r.metric} (moves {r.range_power:.3g} under s**p, methods {r.range_methods:.3g} apart)"
+                for r in dom.itertuples()) + ": raising a map to a power, which keeps its ranking, moves "
+                "these more than the choice of method does.")
+        if len(free):
+            lines.append("- Not contrast-dominated: " + ", ".join(
+                f"{r.metric} (moves {r.range_power:.3g}, methods {r.range_methods:.3g} apart)"
+                for r in free.itertuples()) + ".")
+    if randomization_table is not None:
+        t = randomization_table
+        fail, ok = t[t["randomization"] == "fail"], t[t["randomization"] == "pass"]
+        thr = t.attrs.get("threshold", 0.5)
+        lines.append(("- **Fail the model-randomization check** (Spearman with the original maps still "
+                      f"≥ {thr:g} after the head is re-initialised): "
+                      + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in fail.itertuples()))
+                     if len(fail) else "- Every method passes the model-randomization check.")
+        if len(ok):
+            lines.append("- Pass: " + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in ok.itertuples())
+                         + ".")
+        na = t[t["randomization"] == "n/a"]
+        if len(na):
+            lines.append("- Not applicable to this model: " + ", ".join(
+                f"{r.method} ({r.note})" if "note" in t.columns and r.note else r.method for r in na.itertuples())
+                + ".")
+    return "\n".join(lines)

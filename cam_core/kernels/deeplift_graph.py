@@ -34,9 +34,9 @@ from torchvision.ops import stochastic_depth
 
 from cam_core.kernels.attention_rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES
 from cam_core.kernels.deeplift_rules import (
-    LINEAR_MODULES,
     Rule,
     RuleFunction,
+    is_linear,
     layer_norm,
     maxpool,
     product,
@@ -137,7 +137,7 @@ class _DeepLiftInterpreter(torch.fx.Interpreter):
             return MODULE_RULES[kind](module, *args, **kwargs)
         if kind in self.table:
             return self._rule(args[0], module.forward, module, self.table[kind])
-        if kind in LINEAR_MODULES:
+        if is_linear(module):
             return module(*args, **kwargs)
         raise ValueError(
             f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} ({target!r} in the traced "

@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops.misc import Permute
 
+from cam_core.model.layers import returns_its_input
+
 Rule = Callable[[Any, Tensor, Tensor, Tensor, Tensor, float], Tensor]
 
-__all__ = ["rescale", "maxpool", "layer_norm", "product", "register_rule", "RULES", "LINEAR_MODULES",
+__all__ = ["rescale", "maxpool", "layer_norm", "product", "register_rule", "RULES", "LINEAR_MODULES", "is_linear",
            "Rule", "RuleFunction"]
 
 
@@ -243,6 +245,13 @@ LINEAR_MODULES: set[type[nn.Module]] = {
     nn.ConstantPad3d,
     Permute,  # torchvision.ops.misc.Permute (ConvNeXt blocks)
 }
+
+
+def is_linear(module: nn.Module) -> bool:
+    """A leaf the multipliers pass by the chain rule: a type in :data:`LINEAR_MODULES`, or an
+    Identity-like leaf of any class (no parameters, buffers or children, ``forward(self, x)`` is
+    ``return x``: the padded convs' ``Identity`` of the EfficientNet packages)."""
+    return type(module) in LINEAR_MODULES or returns_its_input(module)
 
 
 def register_rule(module_type: type[nn.Module], rule: Rule) -> None:

@@ -48,6 +48,7 @@ from cam_core.kernels.deeplift_rules import (
     RULES,
     Rule,
     RuleFunction,
+    is_linear,
     layer_norm,
     maxpool,
     product,
@@ -111,7 +112,7 @@ def deeplift(
         kind = type(module)
         if kind in table:
             slots[module] = z.clone()  # before an in-place op overwrites it; part of the graph
-        elif kind not in LINEAR_MODULES:
+        elif not is_linear(module):
             raise ValueError(
                 f"deeplift has no rule for {kind.__module__}.{kind.__qualname__} (a leaf module of the "
                 "head that A flows through). If it is linear, add it to "

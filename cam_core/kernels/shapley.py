@@ -18,8 +18,10 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.fx
 from torch import Tensor, nn
 
+from cam_core.model.graph_split import as_chain
 from cam_core.model.layers import sequential_leaves
 from cam_core.model.targets import as_target
 from cam_core.runtime import eval_mode
@@ -116,26 +118,51 @@ _CHANNELWISE = (
     nn.AdaptiveMaxPool1d,
     nn.AdaptiveMaxPool2d,
     nn.ReLU,
+    nn.ReLU6,
     nn.LeakyReLU,
     nn.Identity,
     nn.Dropout,
 )
 
 
-def _fast_split(head: nn.Module, k: int) -> tuple[nn.Module, nn.Linear, list[nn.Module]] | None:
-    """``(stem, first_linear, rest)`` if ``head`` = channel-wise ops -> Flatten -> Linear -> rest."""
-    chain = sequential_leaves(head)
+def _chain(head: nn.Module) -> list[nn.Module] | None:
+    """The modules ``head`` runs in a row: a (nested) Sequential's leaves, a traced head's chain."""
+    if isinstance(head, torch.fx.GraphModule):
+        return as_chain(head)
+    return sequential_leaves(head)
+
+
+def _is_pointwise_conv(m: nn.Module, k: int) -> bool:
+    """A 1x1 convolution over the K maps (stride 1, no padding, one group): per pixel, a Linear."""
+    return (type(m) is nn.Conv2d and m.in_channels == k and m.kernel_size == (1, 1) and m.stride == (1, 1)
+            and m.padding in ((0, 0), "valid") and m.dilation == (1, 1) and m.groups == 1)
+
+
+def _fast_split(head: nn.Module, k: int) -> tuple[nn.Module, nn.Module, list[nn.Module]] | None:
+    """``(stem, first_layer, rest)`` if ``head`` = channel-wise ops -> Flatten -> Linear -> rest, or
+    channel-wise ops -> 1x1 Conv2d -> rest (a traced head counts when it runs as a chain)."""
+    chain = _chain(head)
+    if chain is None:
+        return None
     i = 0
     while i < len(chain) and type(chain[i]) in _CHANNELWISE:
         i += 1
+    if i < len(chain) and _is_pointwise_conv(chain[i], k):
+        return nn.Sequential(*chain[:i]), chain[i], chain[i + 1 :]
     if i + 1 >= len(chain):
         return None
-    flat, lin = chain[i], chain[i + 1]
+    flat = chain[i]
     if not (type(flat) is nn.Flatten and flat.start_dim == 1 and flat.end_dim == -1):
         return None
+    j = i + 1
+    while j < len(chain) and type(chain[j]) in (nn.Dropout, nn.Identity):  # identities in eval mode
+        j += 1
+    if j >= len(chain):
+        return None
+    lin = chain[j]
     if type(lin) is not nn.Linear or lin.in_features % k != 0:
         return None
-    return nn.Sequential(*chain[:i]), lin, chain[i + 2 :]
+    return nn.Sequential(*chain[:i]), lin, chain[j + 1 :]
 
 
 
@@ -157,6 +184,8 @@ def first_linear_terms(head: nn.Module, a: Tensor, t: Tensor) -> FirstLinearTerm
     if parts is None:
         return None
     stem, lin, rest = parts
+    if isinstance(lin, nn.Conv2d):
+        return _pointwise_conv_terms(stem(a.clone()), lin, list(rest))
     pooled = stem(a.clone()).flatten(2)  # (N, K, p); clone: the stem may start with an in-place ReLU
     w = lin.weight.view(lin.out_features, k, -1)  # (O, K, p): channel-major flatten, map k owns p columns
     if not rest:  # affine head: only the target row matters
@@ -166,6 +195,24 @@ def first_linear_terms(head: nn.Module, a: Tensor, t: Tensor) -> FirstLinearTerm
     terms = torch.einsum("nkp,okp->nko", pooled, w)  # (N, K, O)
     bias = lin.bias if lin.bias is not None else torch.zeros(lin.out_features).to(a)  # (O,)
     return FirstLinearTerms(terms, bias, list(rest))
+
+
+def _pointwise_conv_terms(maps: Tensor, conv: nn.Conv2d, rest: list[nn.Module]) -> FirstLinearTerms:
+    """First-layer terms of a head that starts with a 1x1 conv: map k adds ``W[:, k] A_k`` to every
+    output pixel, so ``terms[n, k] = W[:, k] (x) A_k`` flattened to ``O * h * w`` columns (channel
+    major); a BatchNorm right after it (eval mode: affine per channel) is folded into terms and bias;
+    ``rest`` starts by unflattening to ``(O, h, w)``."""
+    n, k, h, w = maps.shape
+    o = conv.out_channels
+    weight = conv.weight[:, :, 0, 0]  # (O, K)
+    bias = conv.bias if conv.bias is not None else torch.zeros(o).to(maps)
+    if rest and type(rest[0]) is nn.BatchNorm2d and not rest[0].training and rest[0].track_running_stats:
+        bn = rest.pop(0)
+        scale = (bn.running_var + bn.eps).rsqrt() * (bn.weight if bn.weight is not None else 1.0)  # (O,)
+        shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
+        weight, bias = weight * scale[:, None], bias * scale + shift
+    terms = torch.einsum("nkp,ok->nkop", maps.flatten(2), weight).flatten(2)  # (N, K, O*h*w)
+    return FirstLinearTerms(terms, bias.repeat_interleave(h * w), [nn.Unflatten(1, (o, h, w)), *rest])
 
 
 def _generic_values(head: nn.Module, a: Tensor, t: Tensor, perm: Tensor, batch_size: int) -> Tensor:
@@ -196,14 +243,40 @@ class _FastGame:
         else:
             self.rest, self.w_out, self.b_out = nn.Sequential(*rest), None, None
         self.t = t
+        self.clamp, self.w_pixels = _clamp_pool_linear(rest, self.w_out)
+        self._buffer: Tensor | None = None
+
+    def _prefix_sums(self, perm: Tensor) -> Tensor:
+        """First-layer pre-activations of the prefixes of each ordering, ``(B*(K-1), N, O)``. Wide layers
+        (a 1x1 conv's O*h*w columns) are summed map by map into a buffer reused across calls: a
+        vectorised gather + cumsum over (K-1, N, O*h*w) costs several times more there."""
+        k, n, o = self.terms.shape
+        b = perm.shape[0]
+        if n * o < 4096:
+            return self.terms[perm[:, : k - 1]].cumsum(dim=1).add_(self.bias).view(-1, n, o)
+        m = b * (k - 1)
+        if self._buffer is None or self._buffer.shape[0] < m:
+            self._buffer = self.terms.new_empty(m, n, o)
+        h = self._buffer[:m]
+        for i in range(b):
+            rows = h[i * (k - 1) : (i + 1) * (k - 1)]
+            torch.add(self.terms[perm[i, 0]], self.bias, out=rows[0])
+            for j in range(1, k - 1):
+                torch.add(rows[j - 1], self.terms[perm[i, j]], out=rows[j])
+        return h
+
+    def _clamp_pool_linear(self, h: Tensor) -> Tensor:
+        """``rest`` = ReLU(6) -> global average pool -> Linear on per-pixel rows, in place: (M, N)."""
+        return torch.einsum("mno,no->mn", h.clamp_(*self.clamp), self.w_pixels) + self.b_out
 
     def __call__(self, perm: Tensor, batch_size: int) -> Tensor:
         k, n, o = self.terms.shape
         b = perm.shape[0]
-        run = self.terms[perm[:, : k - 1]].cumsum(dim=1)  # (B, K-1, N, O) prefix sums along each ordering
-        h = run.add_(self.bias).view(-1, n, o)  # (B*(K-1), N, O), tile layout
+        h = self._prefix_sums(perm)  # (B*(K-1), N, O), tile layout
         if self.rest is None:
             return h[..., 0].view(b, k - 1, n)
+        if self.w_pixels is not None:
+            return self._clamp_pool_linear(h).view(b, k - 1, n)
         per = max(1, batch_size // n)
         out = []
         for start in range(0, h.shape[0], per):
@@ -216,6 +289,23 @@ class _FastGame:
                 y = y.gather(1, self.t.repeat(y.shape[0] // n)[:, None]).view(-1, n)
             out.append(y)
         return torch.cat(out).view(b, k - 1, n)
+
+
+def _clamp_pool_linear(rest: list[nn.Module], w_out: Tensor | None) -> tuple[tuple[float, float | None], Tensor | None]:
+    """For ``rest`` = Unflatten(O, h, w) -> ReLU / ReLU6 -> global average pool -> Flatten -> (Dropout)
+    -> Linear (the EfficientNet / MobileNet head after its 1x1 conv): the clamp bounds and the target
+    row of the Linear spread over the ``h * w`` pixels, ``(N, O * h * w)``; ``(None, None)`` otherwise."""
+    kinds = [type(m) for m in rest]
+    if w_out is None or len(rest) < 5 or kinds[0] is not nn.Unflatten or kinds[2] is not nn.AdaptiveAvgPool2d:
+        return (0.0, None), None
+    act, pool = rest[1], rest[2]
+    if type(act) not in (nn.ReLU, nn.ReLU6) or pool.output_size not in (1, (1, 1)) or kinds[3] is not nn.Flatten:
+        return (0.0, None), None
+    if any(k not in (nn.Dropout, nn.Identity) for k in kinds[4:-1]):
+        return (0.0, None), None
+    hw = math.prod(rest[0].unflattened_size[1:])
+    bounds = (0.0, 6.0) if type(act) is nn.ReLU6 else (0.0, None)
+    return bounds, (w_out / hw).repeat_interleave(hw, dim=1)  # (N, O*h*w)
 
 
 def permutation(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cam_core.model.layers import resolve_layer
+from cam_core.model.layers import resolve_call, resolve_layer
 from cam_core.model.split import Split, split_model
 from cam_core.model.targets import as_target
 from cam_core.model.tokens import TokenGrid, TokenSpec, as_token_grid, bind_head
@@ -134,6 +134,7 @@ class BaseCAM:
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
         self.target_layer, self.layer_module = resolve_layer(model, target_layer)
+        self._call = resolve_call(model, target_layer)[2]  # which call of a shared module (node name)
         self.batch_size = int(batch_size)
         self.tokens = as_token_grid(tokens)
         if split is not None:
@@ -238,24 +239,24 @@ class BaseCAM:
 
     def _forward_with_hook(self, x: Tensor, target: int | Tensor | None) -> CAMContext:
         """Activations and gradients via a forward hook on the layer (models that cannot be split)."""
-        store: dict[str, Tensor] = {}
+        calls: list[Tensor] = []  # one per call of the layer (a shared module runs more than once)
 
         def hook(_m: nn.Module, _inp: tuple, out: Tensor) -> Tensor | None:
             if not isinstance(out, Tensor):
-                store["a"] = out
+                calls.append(out)
                 return None
             # A is a leaf of its own: it requires grad even in a frozen model (requires_grad=False
             # everywhere), and the model continues on a copy, so an in-place op after the layer
             # (DenseNet's F.relu(inplace=True)) changes neither A nor its gradient
             a = out.detach().clone().requires_grad_(True)
-            store["a"] = a
+            calls.append(a)
             return a.clone()
 
         handle = self.layer_module.register_forward_hook(hook)
         try:
             with torch.enable_grad():
                 logits = self.model(x)
-                a = store.get("a")
+                a = calls[-1 if self._call is None else self._call] if calls else None
                 grid = self._token_grid(a, x)
                 self._check_activations(a if grid is None else grid.to_map(a))
                 t = self._resolve_target(target, logits.detach())

@@ -32,9 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cam_core.metrics.road import ROAD_NOISE, road_impute
 from cam_core.runtime import eval_mode
 
-BASELINES = ("zero", "blur", "mean")
+#: what a removed pixel can become (:func:`baseline_image`); "zero" is the default everywhere
+BASELINES = ("zero", "mean", "blur", "road")
+#: a soft mask's pixels above this are the "kept" ones ROAD imputes from (:func:`fill_image`)
+ROAD_KEEP_THRESHOLD = 0.5
 
 
 # ---- masking in the right space ------------------------------------------------------------
@@ -91,29 +95,59 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def check_baseline(baseline: str) -> str:
+    """``baseline`` if it is one of :data:`BASELINES`, else a ValueError listing them."""
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    return baseline
+
+
 def baseline_image(x: Tensor, baseline: str = "zero", mean: Tensor | None = None, std: Tensor | None = None,
-                   blur_sigma: float | None = None) -> Tensor:
+                   blur_sigma: float | None = None, keep: Tensor | None = None, seed: int | None = 0) -> Tensor:
     """What a removed pixel becomes, in the model's input space (N, C, H, W).
 
     - ``"zero"``: a black pixel (pixel value 0; ``-mean/std`` for normalised input), the same "absent"
       as the map value 0 in ``s * x`` of Eqs. 11-13, so all faithfulness metrics share one notion
       of a removed pixel. The default.
-    - ``"mean"``: the dataset mean colour, i.e. 0 in normalised space; without ``mean``/``std``, each
-      image's own per-channel mean.
+    - ``"mean"``: each image's own per-channel mean colour (the same pixels whether the mean is
+      taken before or after a per-channel normalisation).
     - ``"blur"``: a gaussian-blurred copy of ``x`` (RISE's insertion start); ``blur_sigma`` defaults to
-      5 px at 224 px (RISE), scaled with the image width.
+      5 px at 224 px (RISE), scaled with the image width (1.43 px at 64 px).
+    - ``"road"``: ROAD's noisy linear imputation from the pixels where ``keep`` (N, H, W) is True
+      (:func:`cam_core.metrics.road_impute`, noise 0.01 in pixel space, seeded by ``seed``); needs ``keep``.
     """
+    check_baseline(baseline)
     if baseline == "zero":
         return black(x, mean, std)
     if baseline == "mean":
-        if mean is None:
-            return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
         _channel_stats(x, mean, std)
-        return torch.zeros_like(x)
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     if baseline == "blur":
         sigma = 5.0 * x.shape[-1] / 224 if blur_sigma is None else float(blur_sigma)
         return gaussian_blur(x, sigma)
-    raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if keep is None:
+        raise ValueError("baseline='road' imputes removed pixels from the kept ones: pass keep= (N, H, W) "
+                         "bool, or use fill_image(x, mask, 'road')")
+    stats = _channel_stats(x, mean, std)
+    noise = ROAD_NOISE if stats is None else ROAD_NOISE / stats[1].reshape(-1)
+    return road_impute(x, keep, seed, noise=noise, empty=black(x, mean, std)[0, :, 0, 0])
+
+
+def fill_image(x: Tensor, mask: Tensor, baseline: str = "zero", mean: Tensor | None = None,
+               std: Tensor | None = None, blur_sigma: float | None = None, seed: int | None = 0) -> Tensor:
+    """``x * mask + b * (1 - mask)`` with ``b`` the ``baseline`` fill (:func:`baseline_image`): (N, C, H, W).
+
+    ``mask`` (N, H, W) in [0, 1] (a 0/1 keep mask, or a soft map as in Eqs. 11-13). For ``"road"`` the
+    fill is imputed from the pixels whose mask exceeds :data:`ROAD_KEEP_THRESHOLD` (for a 0/1 mask:
+    the kept ones), so a removed pixel is never imputed from itself. ``"zero"`` is exactly
+    :func:`mask_image` (bit for bit).
+    """
+    if baseline == "road":
+        keep = (mask[:, 0] if mask.dim() == 4 else mask).to(x.dtype) > ROAD_KEEP_THRESHOLD
+        fill = baseline_image(x, "road", mean, std, keep=keep, seed=seed)
+    else:
+        fill = baseline_image(x, baseline, mean, std, blur_sigma)
+    return blend(x, mask, fill)
 
 
 # ---- scoring tiled batches -------------------------------------------------------------------
@@ -162,16 +196,25 @@ class ConfidenceScores(NamedTuple):
 
 
 def confidence_scores(model: nn.Module, x: Tensor, saliency: Tensor, target: Tensor, *,
-                      mean: Tensor | None = None, std: Tensor | None = None,
-                      batch_size: int = 128) -> ConfidenceScores:
-    """``Y^c, O^c, D^c`` of Eqs. 11-13 in one tiled pass: tiles ``[x, s*x, (1-s)*x]``."""
+                      mean: Tensor | None = None, std: Tensor | None = None, batch_size: int = 128,
+                      baseline: str = "zero", blur_sigma: float | None = None,
+                      seed: int | None = 0) -> ConfidenceScores:
+    """``Y^c, O^c, D^c`` of Eqs. 11-13 in one tiled pass: tiles ``[x, s*x, (1-s)*x]``.
+
+    ``s * x`` means ``x * s + b * (1 - s)`` with ``b`` the ``baseline`` fill (:func:`fill_image`;
+    the default ``"zero"``, black, is the paper's product, unchanged bit for bit)."""
     _check(x, saliency, target)
+    check_baseline(baseline)
     s = saliency.to(x.dtype)
-    fill = black(x, mean, std)
+    if baseline == "zero":
+        fill = black(x, mean, std)
+        images = [lambda: x, lambda: blend(x, s, fill), lambda: blend(x, 1 - s, fill)]
+    else:
+        images = [lambda: x] + [lambda m=m: fill_image(x, m, baseline, mean, std, blur_sigma, seed)
+                                for m in (s, 1 - s)]
 
     def build(r0: int, r1: int) -> Tensor:
-        tiles = [x, blend(x, s, fill), blend(x, 1 - s, fill)][r0:r1]
-        return torch.cat(tiles)
+        return torch.cat([make() for make in images[r0:r1]])
 
     y, o, d = tiled_target_softmax(model, build, 3, target, batch_size)
     return ConfidenceScores(y, o, d)
@@ -235,7 +278,8 @@ def insertion_deletion(model: nn.Module, x: Tensor, saliency: Tensor, target: Te
                        baseline: str = "zero", mean: Tensor | None = None, std: Tensor | None = None,
                        blur_sigma: float | None = None, batch_size: int = 128,
                        curves: tuple[str, ...] = ("insertion", "deletion"),
-                       return_curves: bool = False, tie_seed: int | None = 0) -> dict[str, Tensor]:
+                       return_curves: bool = False, tie_seed: int | None = 0,
+                       seed: int | None = 0) -> dict[str, Tensor]:
     r"""Insertion and deletion AUC (Table 4), per image.
 
     At ``delta = r / steps`` (``r = 0 .. steps``; the paper: 0, 0.025, ..., 1) the top ``100 delta`` %
@@ -244,7 +288,8 @@ def insertion_deletion(model: nn.Module, x: Tensor, saliency: Tensor, target: Te
     (insertion) or *removed*, i.e. replaced by the baseline (deletion); the softmax score of ``target``
     is measured and the AUC is the trapezoid rule over ``delta`` in [0, 1]. Higher insertion and
     lower deletion are better. ``baseline`` is what a removed pixel becomes (:func:`baseline_image`;
-    default ``"zero"`` = black in pixel space, the same absence as in IC/AD/ADD).
+    default ``"zero"`` = black in pixel space, the same absence as in IC/AD/ADD; ``"road"`` imputes
+    each step's removed pixels from its kept ones, noise seeded by ``seed``).
 
     All ``len(curves) * (steps + 1)`` perturbed copies of the batch are scored in tiles (row ``b``
     is image ``b % N``), ``batch_size`` rows at most per forward pass.
@@ -261,16 +306,20 @@ def insertion_deletion(model: nn.Module, x: Tensor, saliency: Tensor, target: Te
     n, _, h, w = x.shape
     ranks = pixel_ranks(saliency, tie_seed).view(n, 1, h, w)  # (N, 1, H, W)
     counts = step_counts(h * w, steps)
-    fill = baseline_image(x, baseline, mean, std, blur_sigma)
+    check_baseline(baseline)
+    fill = None if baseline == "road" else baseline_image(x, baseline, mean, std, blur_sigma)
     per_curve = steps + 1
 
     def build(r0: int, r1: int) -> Tensor:
-        tiles = []
+        masks = []
         for r in range(r0, r1):
             curve, step = curves[r // per_curve], r % per_curve
             keep = ranks < counts[step]  # (N, 1, H, W) top pixels
-            tiles.append(blend(x, keep if curve == "insertion" else ~keep, fill))
-        return torch.cat(tiles)
+            masks.append(keep if curve == "insertion" else ~keep)
+        if fill is not None:
+            return torch.cat([blend(x, m, fill) for m in masks])
+        m = torch.cat(masks)  # (R * N, 1, H, W): every tile's imputation in one batched solve
+        return fill_image(x.repeat(len(masks), 1, 1, 1), m[:, 0], "road", mean, std, seed=seed)
 
     scores = tiled_target_softmax(model, build, len(curves) * per_curve, target, batch_size)  # (R, N)
     out: dict[str, Tensor] = {}

@@ -12,8 +12,24 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
+def resolve_call(model: nn.Module, target_layer: str | nn.Module) -> tuple[str, nn.Module, int | None]:
+    """``(module path, module, call)`` for a layer given by dotted name, as a module (call None), or by
+    the traced node name of one call of a module called more than once (``"_swish_1"`` ->
+    ``("_swish", <ReLU6>, 1)``, see :func:`cam_core.graph_split.call_sites`)."""
+    if isinstance(target_layer, str) and target_layer not in dict(model.named_modules()):
+        from cam_core.model.graph_split import call_sites
+
+        site = call_sites(model).get(target_layer)
+        if site is not None:
+            path, k = site
+            return path, model.get_submodule(path), k
+    name, module = resolve_layer(model, target_layer)
+    return name, module, None
+
+
 def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str, nn.Module]:
-    """Return ``(dotted_name, module)`` for ``target_layer`` given by name or as the module itself.
+    """Return ``(name, module)`` for ``target_layer`` given by dotted name, as the module itself, or
+    by a traced call site's node name (``"_swish_1"``: the name is kept, the module is ``_swish``).
 
     Raises ``ValueError`` naming the closest valid names (and all of them, for small models).
     """
@@ -32,6 +48,11 @@ def resolve_layer(model: nn.Module, target_layer: str | nn.Module) -> tuple[str,
     modules = dict(model.named_modules())
     if target_layer in modules and target_layer != "":
         return target_layer, modules[target_layer]
+    from cam_core.model.graph_split import call_sites
+
+    site = call_sites(model).get(target_layer)
+    if site is not None:  # one call of a module called more than once
+        return target_layer, modules[site[0]]
     names = layer_names(model)
     close = difflib.get_close_matches(target_layer, names, n=5, cutoff=0.5)
     listing = ", ".join(names) if len(names) <= 80 else ", ".join(names[:40]) + f", ... ({len(names)} in all)"
@@ -56,19 +77,42 @@ _PASS_ON = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d
             nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten)
 
 
+def returns_its_input(module: nn.Module) -> bool:
+    """An Identity-like leaf: no parameters, buffers or children, and ``forward(self, x)`` is ``return x``."""
+    code = getattr(type(module).forward, "__code__", None)
+    return (code is not None and code.co_argcount == 2 and code.co_code == _identity.__code__.co_code
+            and next(module.children(), None) is None and next(module.parameters(), None) is None
+            and next(module.buffers(), None) is None)
+
+
+def _identity(self: object, x: object) -> object:
+    return x
+
+
 def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """The dotted name of the last layer (in the order their forwards finish on ``x``) whose output is a
-    4-D map ``(N, K, h, w)`` with ``h * w > 1``, pools and dropouts left out: ``features`` for VGG,
-    DenseNet, EfficientNet, ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3. A transformer block
-    that finishes later with a token sequence whose patch tokens reach the output is preferred
-    (:func:`cam_core.model.tokens.last_token_layer`: ``encoder.layers.encoder_layer_10`` for ViT-B/16)."""
-    done: list[str] = []
+    """The name of the last layer (in the order their forwards finish on ``x``) whose output is a 4-D map
+    ``(N, K, h, w)`` with ``h * w > 1``, pools, dropouts and identities left out, and that
+    :func:`cam_core.split_model` can split at: ``features`` for VGG, DenseNet, EfficientNet,
+    ``layer4`` for ResNet, ``Mixed_7c`` for Inception v3, the call site ``"_swish_1"`` (the second
+    call of the shared ``ReLU6``) for the EfficientNet-Lite package. A later layer the split refuses is
+    passed over; if the model cannot be split anywhere, the last map layer is returned (gradient-only
+    methods still work there through a hook). A transformer block that finishes later with a token sequence
+    whose patch tokens reach the output is preferred (:func:`cam_core.model.tokens.last_token_layer`:
+    ``encoder.layers.encoder_layer_10`` for ViT-B/16)."""
+    from cam_core.model.graph_split import call_sites
+    from cam_core.model.split import split_model
+
+    done: list[tuple[str, int]] = []  # (module name, call number)
     names = {m: name for name, m in model.named_modules() if name}
+    calls: dict[str, int] = {}
 
     def hook(module: nn.Module, _inp: tuple, out: object) -> None:
+        name = names[module]
+        k = calls.get(name, 0)
+        calls[name] = k + 1
         if (isinstance(out, torch.Tensor) and out.dim() == 4 and out.shape[-2] * out.shape[-1] > 1
-                and not isinstance(module, _PASS_ON)):
-            done.append(names[module])
+                and not isinstance(module, _PASS_ON) and not returns_its_input(module)):
+            done.append((name, k))
 
     handles = [m.register_forward_hook(hook) for m in names]
     was_training = [(m, m.training) for m in model.modules()]
@@ -83,10 +127,26 @@ def last_map_layer(model: nn.Module, x: torch.Tensor) -> str:
             m.training = flag
     from cam_core.model.tokens import last_token_layer  # a transformer's token layer, if later (issue 24)
 
-    token = last_token_layer(model, x, after=done[-1] if done else None)
+    token = last_token_layer(model, x, after=done[-1][0] if done else None)
     if token is not None:
         return token
     if not done:
         raise ValueError(f"{type(model).__name__} has no layer with a 4-D output (N, K, h, w) with h * w > 1 "
                          f"on an input of shape {tuple(x.shape)}")
-    return done[-1]
+    sites: dict[tuple[str, int], str] | None = None
+    candidates: list[str] = []
+    for name, k in reversed(done):
+        if calls[name] == 1:
+            candidates.append(name)
+            continue
+        if sites is None:
+            sites = {site: node for node, site in call_sites(model).items()}
+        if (name, k) in sites:
+            candidates.append(sites[(name, k)])
+    for name in candidates:
+        try:
+            split_model(model, name)
+        except ValueError:
+            continue
+        return name
+    return done[-1][0]

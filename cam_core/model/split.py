@@ -25,7 +25,7 @@ from typing import NamedTuple
 from torch import nn
 
 from cam_core.model.graph_split import TraceSplitError, traced_split
-from cam_core.model.layers import resolve_layer
+from cam_core.model.layers import resolve_call
 
 
 class Split(NamedTuple):
@@ -92,8 +92,11 @@ def _split_sequential(seq: nn.Sequential, path: list[str]) -> tuple[list[nn.Modu
     return None
 
 
-def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
+def split_model(model: nn.Module, target_layer: str | nn.Module, call: int | None = None) -> Split:
     """Split ``model`` right after ``target_layer``: ``body, head = split_model(model, "features.29")``.
+
+    A module called more than once (a shared activation) is cut at one call: ``call=k`` (forward
+    order, ``-1`` the last) or ``target_layer`` the call site's traced node name (``"_swish_1"``).
 
     Tried in order: the model's own ``cam_split``; the hand-written chains (``nn.Sequential``,
     torchvision VGG / ResNet: plain ``nn.Sequential`` parts, which the first-linear shortcut of
@@ -102,12 +105,15 @@ def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
     The returned modules share the caller's parameters and buffers; the caller's model is not
     changed. ``body(x)`` is the layer's output and ``head(body(x))`` equals ``model(x)`` (in eval mode).
     """
-    name, module = resolve_layer(model, target_layer)
+    name, module, site = resolve_call(model, target_layer)
+    if call is not None and site is not None and call != site:
+        raise ValueError(f"target_layer {target_layer!r} is call {site} of {name!r}; call={call} contradicts it")
+    call = site if site is not None else call
     custom = getattr(model, "cam_split", None)
-    if callable(custom):
+    if callable(custom) and call is None:
         body, head = custom(name)
         return Split(body, head)
-    seq = _as_sequential(model)
+    seq = _as_sequential(model) if call is None else None
     parts = _split_sequential(seq, name.split(".")) if seq is not None else None
     kind = type(model).__name__
     if parts is not None and parts[0] and not parts[1]:
@@ -116,7 +122,7 @@ def split_model(model: nn.Module, target_layer: str | nn.Module) -> Split:
     if parts is not None and parts[0]:
         return Split(nn.Sequential(*parts[0]), nn.Sequential(*parts[1]))
     try:
-        return Split(*traced_split(model, module))
+        return Split(*traced_split(model, module, call))
     except TraceSplitError as err:
         raise ValueError(
             f"cannot split {kind} at {name!r}: {err}. cam_core splits models torch.fx can trace, at a "

@@ -1,0 +1,102 @@
+r"""Do the verdicts depend on what a removed pixel becomes? (issue 20, item 3)
+
+The paper does not say what insertion / deletion put in place of a removed pixel. One call runs
+the same evaluation under each fill of :data:`cam_core.metrics.BASELINES` (black, each image's mean
+colour, a blurred copy, ROAD's noisy linear imputation) and reports, per fill and metric, the paired
+verdict of one method against each other method (Holm-corrected within the fill) and how well the
+methods' order agrees with the black fill's (Kendall's tau of the methods' means)::
+
+    table = cc.fill_sensitivity.fill_table(bench, n_images=60)
+    # fill, metric, one verdict column per other method, tau_vs_zero, then the means
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cam_core.metrics import BASELINES
+
+#: the verdicts as the table prints them
+SYMBOL = {"better": "better", "worse": "worse", "indistinguishable": "≈"}
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-b of two equally long sequences (ties counted as neither concordant nor discordant)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"need two sequences of one length >= 2; got {x.size} and {y.size}")
+    i, j = np.triu_indices(x.size, 1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    den = np.sqrt((dx != 0).sum() * (dy != 0).sum())
+    return float((dx * dy).sum() / den) if den > 0 else float("nan")
+
+
+def fill_runs(bench: Any, methods: Sequence[str] | None = None, fills: Sequence[str] = BASELINES,
+              n_images: int = 60, seed: int = 0, *, metrics: Sequence[str] = ("insertion", "deletion"),
+              steps: int = 20, batch_size: int = 16, cache: Any = True) -> pd.DataFrame:
+    """``cc.evaluate`` once per fill (cached like any run): one tidy frame with a ``fill`` column."""
+    from cam_core.evaluation.runner import evaluate
+    from cam_core.methods.registry import PAPER_METHODS
+
+    methods = list(PAPER_METHODS if methods is None else methods)
+    parts = [evaluate(bench, methods=methods, metrics=list(metrics), n_images=n_images, seed=seed, cache=cache,
+                      batch_size=batch_size, progress=False, baseline=fill, steps=steps).assign(fill=fill)
+             for fill in fills]
+    return pd.concat(parts, ignore_index=True)
+
+
+def fill_table(runs: pd.DataFrame, method: str = "LIFT-CAM", reference: str = "zero", seed: int = 0,
+               alpha: float = 0.05) -> pd.DataFrame:
+    """Per fill and metric: ``method``'s verdict against each other method (paired test, Holm within the
+    fill's comparisons: ``better`` / ``worse`` / ``≈``), ``tau_vs_<reference>`` (Kendall's tau of the
+    methods' mean order with the ``reference`` fill's on that metric) and ``rank`` (the method's place
+    among all, 1 = best, by the metric's direction)."""
+    from cam_core.metrics import HIGHER_IS_BETTER
+    from cam_core.evaluation.statistics import paired_table
+
+    if "fill" not in runs.columns:
+        raise ValueError("runs needs a fill column: pass fill_runs(...)'s frame")
+    means = runs.groupby(["fill", "metric", "method"])["value"].mean().sort_index()
+    rows = []
+    for fill, part in runs.groupby("fill", sort=False):
+        pairs = paired_table(part.drop(columns="fill"), method, seed=seed, alpha=alpha)
+        for metric, p in pairs.groupby("metric", sort=False):
+            m = means.loc[(fill, metric)]
+            ref = means.loc[(reference, metric)] if (reference, metric) in means.index else None
+            common = [k for k in m.index if ref is not None and k in ref.index]
+            tau = kendall_tau(m[common], ref[common]) if len(common) >= 2 else float("nan")
+            ordered = m.sort_values(ascending=not HIGHER_IS_BETTER.get(metric, True))
+            row = {"fill": fill, "metric": metric,
+                   **{r.b: SYMBOL[r.verdict] for r in p.itertuples()},
+                   f"tau_vs_{reference}": tau, "rank": int(list(ordered.index).index(method)) + 1,
+                   "better_than": int((p["verdict"] == "better").sum()), "of": len(p)}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: the book's fill-sensitivity run: chapters 04 and 07 ask for exactly this, so the second reads the first's
+#: cached per-image results (cc.evaluate's cache); sizes by where it runs
+BOOK_RUN: dict[str, Any] = {"benchmark": "shapes-clutter",
+                            "cpu": {"n_images": 40, "steps": 10}, "cuda": {"n_images": 1000, "steps": 40},
+                            "smoke": {"n_images": 4, "steps": 4}}
+
+
+def book_table(device: Any = "auto", smoke: bool = False, seed: int = 0, arch: str = "vgg",
+               bench: Any = None) -> pd.DataFrame:
+    """The fill-sensitivity table of chapters 04 and 07 in one call: :data:`BOOK_RUN`'s benchmark (its
+    default model, or ``bench``), the paper's six methods, every fill, LIFT-CAM against the other five
+    (:func:`fill_table`). ``attrs``: ``benchmark``, ``n_images``, ``steps``."""
+    from cam_core.benchmarks import load
+    from cam_core.runtime import resolve_device
+
+    dev = resolve_device(device)
+    if bench is None:
+        bench = load(BOOK_RUN["benchmark"], arch=arch, device=dev)
+    sizes = BOOK_RUN["smoke" if smoke else ("cuda" if dev.type == "cuda" else "cpu")]
+    runs = fill_runs(bench, n_images=sizes["n_images"], steps=sizes["steps"], seed=seed)
+    table = fill_table(runs, seed=seed)
+    table.attrs.update(benchmark=bench.name, **sizes)
+    return table
