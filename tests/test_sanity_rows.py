@@ -4,7 +4,9 @@ On every embedded benchmark, through the public ``cc.metrics`` API, the ground-t
 beat ``Uniform`` and ``Random`` on AD, ADD, insertion, deletion and energy (issue 11). Benchmark v3's models
 failed it on AD (trained to keep their label under any mask, they read "most of the image black" as
 "unsure", so the true box lost to a uniformly dimmed image); v4's are trained on targets that follow the
-evidence the mask leaves (:mod:`cam_core.benchmarks.augment`).
+evidence the mask leaves (:mod:`cam_core.benchmarks.augment`). The default models are now trained on
+labels only (issue 20): on them Box must still win on ADD, insertion and energy; AD is the known failure
+that the chapters report.
 """
 from __future__ import annotations
 
@@ -64,9 +66,18 @@ def box_vs_baselines(name: str, arch: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: what Box must win on whatever the training recipe: with a model trained on labels only (issue 20) the
+#: drop metrics that score a masked image against a dimmed one (AD, and deletion on one-object images)
+#: are not such metrics: a dimmed image stays in the model's distribution, a black background does not
+#: (the book names those metrics, computed, through ``sanity.warning``)
+RECIPE_FREE = ["ADD", "insertion", "energy"]
+
+
 @pytest.mark.parametrize("arch", ["vgg", "resnet"])
 @pytest.mark.parametrize("name", ["shapes-single", "shapes-multi", "shapes-clutter"])
 def test_box_beats_uniform_and_random_on_every_embedded_benchmark(name, arch):
     summary = box_vs_baselines(name, arch)
-    bad = sanity.violations(summary)
-    assert bad.empty, f"{name}/{arch}: Box does not beat the baselines:\n{bad.to_string()}"
+    recipe = cc.benchmarks.load(name, device="cpu", arch=arch).recipe
+    checked = summary if recipe == "evidence" else summary[summary["metric"].isin(RECIPE_FREE)]
+    bad = sanity.violations(checked)
+    assert bad.empty, f"{name}/{arch} ({recipe} recipe): Box does not beat the baselines:\n{bad.to_string()}"

@@ -401,12 +401,12 @@ def paired(df: pd.DataFrame, metric: str, a: str, b: str, seed: int = 0, *, ci: 
         if d.size:
             # max(n_boot, n_resamples) resamples: the p-value cannot go below 2 / (1 + B), and with B = 2000
             # Holm over a chapter's 30-105 comparisons could not call anything significant
-            b = max(n_boot, n_resamples)
-            boot = hierarchical_bootstrap([d[g] for g in groups], b, rng)
+            n_p = max(n_boot, n_resamples)
+            boot = hierarchical_bootstrap([d[g] for g in groups], n_p, rng)
             low, high = _percentile(boot, ci)
             observed = mean_of(d)
-            other = (boot <= 0).sum() if observed > 0 else (boot >= 0).sum() if observed < 0 else b
-            p = min(1.0, 2 * (1 + int(other)) / (1 + b))
+            other = (boot <= 0).sum() if observed > 0 else (boot >= 0).sum() if observed < 0 else n_p
+            p = min(1.0, 2 * (1 + int(other)) / (1 + n_p))
         return Paired(metric, a, b, mean_of(va * scale), mean_of(vb * scale), mean_of(d), low, high, float(p),
                       int(d.size), "hierarchical-bootstrap")
     if d.size:
