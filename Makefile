@@ -12,7 +12,9 @@ DEVICE ?= auto
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	@# an existing environment (make lab VENV=...) keeps the torch it has (a CUDA build, say); a new one gets ours
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || \
+		$(BIN)/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(BIN)/python -m pip install -q -e ".[test,book,distributed,course,photos]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
@@ -71,8 +73,10 @@ demo: $(STAMP)
 	$(BIN)/python -m cam_core demo --out results/demo.png
 
 ## JupyterLab on the chapters and the course: this environment's kernel first, nbgrader's formgrader on
-## course/ (LAB_ARGS="--no-browser --port 8899" for a server without a browser).
-lab: $(STAMP)
+## course/ (LAB_ARGS="--no-browser --port 8899" for a server without a browser). An existing environment
+## (VENV=...) that already imports cam_core, JupyterLab and nbgrader is used as it is: nothing installed.
+lab:
+	@$(BIN)/python -P -c "import cam_core, jupyterlab, nbgrader" 2>/dev/null || $(MAKE) --no-print-directory venv
 	JUPYTER_PATH="$(abspath $(VENV))/share/jupyter$${JUPYTER_PATH:+:$$JUPYTER_PATH}" \
 	JUPYTER_CONFIG_PATH="$(CURDIR)/course$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
 		$(BIN)/jupyter lab --CourseDirectory.root="$(CURDIR)/course" \

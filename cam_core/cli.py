@@ -1,13 +1,20 @@
 """Command line: ``python -m cam_core <command> ...`` (also installed as ``cam-core``).
 
 Each command lives in the module that owns it; that module defines
-``add_command(subparsers)`` which registers a sub-parser whose ``func(args)`` runs it.
+``add_command(subparsers)`` which registers a sub-parser whose ``func(args)`` runs it, and checks
+its arguments before any work starts (a bad one: one line naming the valid values, no traceback).
+A ``ValueError`` or ``FileNotFoundError`` that still reaches :func:`main` (a bad input found later,
+e.g. in a dataset's files) is printed as one line too; ``CAM_CORE_TRACEBACK=1`` shows its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+#: set (to anything but 0) to see the traceback of an error the command line reports in one line
+TRACEBACK_ENV = "CAM_CORE_TRACEBACK"
 
 # command modules, in the order `--help` lists them
 COMMAND_MODULES = (
@@ -42,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as stop:  # Ctrl-C: say what is kept (evaluate's message) instead of a traceback
         print(f"\n{args.command}: {stop or 'interrupted'}", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError) as err:  # bad input: its message names the problem and the fix
+        if os.environ.get(TRACEBACK_ENV, "0") not in ("", "0"):
+            raise
+        print(f"{args.command}: {err} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

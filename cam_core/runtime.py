@@ -13,19 +13,34 @@ import numpy as np
 import torch
 from torch import nn
 
+#: the device names the commands and the chapters' DEVICE parameter take
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Map ``"auto" | "cpu" | "cuda" | "cuda:1" | torch.device | None`` to a ``torch.device``.
 
-    ``"auto"`` (or ``None``) picks CUDA when available, else the CPU. Asking for CUDA on a
-    machine without it raises a ``ValueError`` that says so.
+    ``"auto"`` (or ``None``) picks CUDA when available, else the CPU. A name torch does not know
+    (``"tpu"``), or CUDA on a machine without it, raises a ``ValueError`` that lists the valid values.
     """
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unknown device {device!r}; valid values: {', '.join(DEVICES)}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was asked for but MPS is not available here; "
+                         "use 'cpu' or 'auto'.")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here; "
                          "use 'cpu' or 'auto'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device={device!r}: this machine has {count} CUDA device(s) "
+                         f"(cuda:0 .. cuda:{count - 1}); use one of them, 'cuda' or 'auto'.")
     return dev
 
 

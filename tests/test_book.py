@@ -216,12 +216,18 @@ def _text(page: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", " ", page))
 
 
+#: what a page shows where an object had no HTML/Markdown to show: ``<IPython.core.display.Markdown object>``
+RAW_REPR = re.compile(r"<[A-Za-z_][\w.]* object(?: at 0x[0-9a-fA-F]+)?>")
+
+
 @pytest.mark.notebooks
 def test_every_chapter_page_has_tables_and_figures(built):
     assert (built["html"] / "index.html").is_file()
     for c in CHAPTERS:
         page = _page(built, c)
         assert "Traceback" not in page, f"{c.name}: an error output is on the page"
+        raw = RAW_REPR.search(_text(page))
+        assert raw is None, f"{c.name}: a raw object repr is on the page: {raw.group(0) if raw else ''}"
         assert re.search(r"<img [^>]*src=\"[^\"]*_images/", page), f"{c.name}: no figure"
         assert "<table" in page, f"{c.name}: no table"
         assert re.search(r"Fig\. \d+", _text(page)), f"{c.name}: no numbered figure caption"

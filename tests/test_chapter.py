@@ -72,9 +72,9 @@ def test_interactive_runs_never_write_into_the_books_results(restore_results_env
     out = capsys.readouterr().out
     assert Path(os.environ[results.ENV_VAR]) == REPO / "build" / "scratch" / "results"
     assert results.results_dir() != REPO / "results"
-    assert "build/scratch/results (a scratch folder)" in out and str(REPO) not in out
+    assert "build/scratch/results (a scratch folder, in the repository)" in out and str(REPO) not in out
     chapter.start({"DEVICE": "cpu", "RESULTS_DIR": "results"}, history=[])
-    assert "results go to results (the book's results)" in capsys.readouterr().out
+    assert "results go to results (the book's results, in the repository)" in capsys.readouterr().out
 
 
 def test_book_runner_checks_every_chapter_first_and_smoke_runs_keep_their_own_results(

@@ -134,21 +134,36 @@ def test_ranking_reversed_and_lower_is_better():
     assert rk.loc["AD", "LIFT-CAM rank (measured)"] == 6
 
 
-def test_style_colours_by_direction_and_bolds_best():
+def test_style_shows_intervals_in_one_cell_without_colours_and_bolds_best():
+    """No ``difference`` column and no red/green: a synthetic benchmark's number and the paper's ImageNet
+    number are not one quantity; this run's cell is ``"mean [low, high]"``; the best CAM per column bold."""
     w = _wide(3, paper.IMAGENET).copy()
-    w["IC"] += 1.0  # better than the paper (higher is better) -> green
-    w["AD"] += 1.0  # worse than the paper (lower is better) -> red
-    cmp = paper.compare(w, table=3, benchmark="shapes-single")
+    w["IC"] += 1.0
+    long = w.reset_index().melt(id_vars="method", var_name="metric", value_name="mean")
+    long["ci_low"], long["ci_high"] = long["mean"] - 0.5, long["mean"] + 0.5
+    cmp = paper.compare(long.assign(benchmark="shapes-single"), table=3)
     sty = paper.style(cmp)
     html = sty.to_html()
-    ctx = sty._compute().ctx  # {(row, col): [(prop, value)]}
-    cols = list(cmp.columns)
-    ic_diff, ad_diff = cols.index(("IC", "difference")), cols.index(("AD", "difference"))
-    assert "46, 160, 67" in dict(ctx[(0, ic_diff)])["background-color"]
-    assert "218, 54, 51" in dict(ctx[(0, ad_diff)])["background-color"]
+    shown = paper.styling.cells(cmp)
+    assert list(dict.fromkeys(shown.columns.get_level_values(1))) == ["paper", "this run"]
     lift = list(cmp.index.get_level_values("method")).index("LIFT-CAM")
-    assert dict(ctx[(lift, cols.index(("AD", "measured")))]).get("font-weight") == "bold"
-    assert "+1.0" in html and paper.CAPTIONS[3] in html
+    ad = float(cmp[("AD", "measured")].iloc[lift])
+    assert shown[("AD", "this run")].iloc[lift] == f"{ad:.2f} [{ad - 0.5:.2f}, {ad + 0.5:.2f}]"
+    assert "background" not in html and "difference" not in html and "white-space: nowrap" in html
+    ctx = sty._compute().ctx  # {(row, col): [(prop, value)]}
+    col = list(shown.columns).index(("AD", "this run"))
+    assert dict(ctx[(lift, col)]).get("font-weight") == "bold"
+    assert paper.CAPTIONS[3] in html
+
+
+def test_paper_favours_reads_the_papers_means_in_each_metrics_direction():
+    assert paper.paper_favours(6, "LIFT-CAM", "Grad-CAM") == ["IC", "AD", "ADD"]  # AD: lower is better
+    assert paper.paper_favours(6, "Grad-CAM", "LIFT-CAM") == []
+    assert "IC" in paper.paper_favours(3, "LIFT-CAM", "Grad-CAM", dataset=paper.IMAGENET)
+    with pytest.raises(ValueError, match="pass dataset="):
+        paper.paper_favours(3, "LIFT-CAM", "Grad-CAM")
+    with pytest.raises(ValueError, match="has no Foo-CAM"):
+        paper.paper_favours(6, "Foo-CAM", "Grad-CAM")
 
 
 # ---- convergence helpers (chapters 01 and 02) -------------------------------------------------

@@ -197,3 +197,22 @@ def test_the_checks_see_an_upward_import_a_facade_import_and_a_circle(tmp_path):
         _imports(probe, "cam_core.model.probe")
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_runner_reads_as_its_steps():
+    """cc.evaluate is validate, plan, run (serial or an executor, through one batch function below both),
+    collect: no function of the runner over 60 lines of code (its docstring aside)."""
+    source = (PACKAGE_ROOT / "evaluation" / "runner.py").read_text()
+    long = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0]
+            doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                and isinstance(first.value.value, str)
+            lines = node.end_lineno - node.lineno + 1 - ((first.end_lineno - first.lineno + 1) if doc else 0)
+            if lines > 60:
+                long[node.name] = lines
+    assert long == {}
+    from cam_core.evaluation import batches, ray_executor, runner
+
+    assert runner._run_batch is batches._run_batch and ray_executor._run_batch is batches._run_batch

@@ -341,8 +341,17 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from cam_core.runtime import resolve_device
 
-    device = resolve_device(args.device)
-    root = store.resolve_data_dir(args.data_dir)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"train: --device: {err}") from None
+    for option, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value < 1:
+            raise SystemExit(f"train: {option} must be a positive integer, got {value}")
+    try:
+        root = store.resolve_data_dir(args.data_dir)
+    except ValueError as err:
+        raise SystemExit(f"train: --data-dir: {err}") from None
     recipe = getattr(args, "recipe", None)
     archs = [args.arch] if args.arch else None
     seeds = None if args.seed is None else [args.seed]
@@ -354,10 +363,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         todo = planned(recipe, [args.benchmark], archs, seeds)
     if not todo:
-        raise SystemExit(f"the {recipe} recipe trains none of these models; its models: "
+        raise SystemExit(f"train: the {recipe} recipe trains none of these models; its models: "
                          + ", ".join(f"{v}-{a}" for v, a in configs(recipe or "label")))
-    if args.jobs < 1:
-        raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     failed = 0
     if args.jobs > 1 and not args.check:
         return _run_parallel(todo, root, args, device)

@@ -148,6 +148,27 @@ def this_python_kernel(build_dir: Path) -> Iterator[None]:
             os.environ["JUPYTER_PATH"] = old
 
 
+#: the longest Unix socket path (``sun_path``) less a margin
+_SOCKET_PATH_MAX = 100
+
+
+def kernel_config() -> Any:
+    """Settings of the kernels we start (chapters here, graded notebooks in :mod:`cam_core.book.course`):
+    the kernel talks to us over Unix sockets (``KernelManager.transport = "ipc"``) instead of TCP ports
+    on localhost, so nothing listens on the network and ipykernel has no reason to warn that "Kernel is
+    running over TCP without encryption". TCP (empty settings) where Unix sockets are not available or
+    their path would be too long."""
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets.config import Config
+
+    config = Config()
+    # <runtime dir>/kernel-<uuid>-ipc-<n>: the socket files sit beside the connection file
+    longest = len(os.path.join(jupyter_runtime_dir(), "kernel-" + "0" * 36 + "-ipc-99"))
+    if os.name == "posix" and longest <= _SOCKET_PATH_MAX:
+        config.KernelManager.transport = "ipc"
+    return config
+
+
 def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], cwd: Path,
                     progress: bool, timeout: int | None = None) -> float:
     """Run ``chapter`` with papermill into ``output``; return the seconds it took.
@@ -161,7 +182,8 @@ def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], 
     start = time.perf_counter()
     try:
         pm.execute_notebook(str(chapter.source), str(output), parameters=parameters, kernel_name="python3",
-                            progress_bar=progress, cwd=str(cwd), execution_timeout=timeout)
+                            progress_bar=progress, cwd=str(cwd), execution_timeout=timeout,
+                            config=kernel_config())
     except PapermillExecutionError as err:
         raise BookError(f"chapter {chapter.name} failed in cell {err.exec_count} "
                         f"({err.ename}: {err.evalue}).\nThe executed notebook with the full traceback: "
@@ -323,7 +345,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _relative(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` when inside it (what the chapters and the pages show), else as is."""
+    """``path`` relative to ``root`` when inside it (what the chapters and the pages show: ``RESULTS_DIR``),
+    else as is. The command's own messages print absolute paths."""
     try:
         return str(path.relative_to(root))
     except ValueError:
@@ -345,8 +368,9 @@ def _defaults(declared: dict[str, Any]) -> dict[str, Any]:
 
 def check_plans(plans: dict[Chapter, dict[str, Any]], declared: dict[Chapter, dict[str, Any]],
                 overrides: dict[str | None, dict[str, Any]]) -> None:
-    """Every chapter's parameters, checked before the first one runs (:func:`cam_core.book.chapter.check`)."""
-    from cam_core.book.chapter import check
+    """Every chapter's parameters, checked before the first one runs (:func:`cam_core.book.chapter.check`
+    and :func:`~cam_core.book.chapter.check_data`: names, sizes, valid values, data folders, image counts)."""
+    from cam_core.book.chapter import check, check_data
 
     names = list(dict.fromkeys(k for c in declared for k in declared[c]))
     unused = [k for k in overrides.get(None, {}) if k not in names]
@@ -354,8 +378,10 @@ def check_plans(plans: dict[Chapter, dict[str, Any]], declared: dict[Chapter, di
         raise BookError(f"-p {', '.join(unused)}: no chapter to run declares it; the parameters are "
                         f"{', '.join(names)}")
     for c, plan in plans.items():
+        params = {**_defaults(declared[c]), **plan}
         try:
-            check({**_defaults(declared[c]), **plan}, declared[c], chapter=f"chapter {c.name}")
+            check(params, declared[c], chapter=f"chapter {c.name}")
+            check_data(params, chapter=f"chapter {c.name}")
         except ValueError as err:
             raise BookError(str(err)) from None
 
@@ -397,8 +423,7 @@ def _run(args: argparse.Namespace) -> int:
         progress = sys.stderr.isatty()
         mode = "smoke" if args.smoke else "full"
         print(f"book: executing {len(todo)} chapter(s) ({mode} run, device={shown_device}) into "
-              f"{_relative(build_dir / 'notebooks', root)}; results go to {_relative(results_dir, root)}",
-              flush=True)
+              f"{build_dir / 'notebooks'}; results go to {results_dir}", flush=True)
         with this_python_kernel(build_dir):
             for i, c in enumerate(todo, 1):
                 shown = ", ".join(f"{k}={v!r}" for k, v in plans[c].items() if k != "RESULTS_DIR")
@@ -417,10 +442,10 @@ def _run(args: argparse.Namespace) -> int:
         in_book = [c for c in chapters if (build_dir / "notebooks" / f"{c.name}.ipynb").is_file()]
         left_out = [c for c in chapters if c not in in_book]
         if not in_book:
-            raise BookError(f"no executed chapter in {_relative(build_dir / 'notebooks', root)}: run "
+            raise BookError(f"no executed chapter in {build_dir / 'notebooks'}: run "
                             "`python -m cam_core book` (or --only NN) first")
         if left_out:
-            print(f"book: left out of this book (no executed copy in {_relative(build_dir, root)}): "
+            print(f"book: left out of this book (no executed copy in {build_dir}): "
                   f"{', '.join(c.name for c in left_out)}; add them with "
                   f"`--only {' '.join(c.number for c in left_out)} --build-dir {args.build_dir}`", flush=True)
     print("book: building the HTML with Jupyter Book (warnings are errors) ...", flush=True)

@@ -459,13 +459,19 @@ def _student_of(path: Path, assignment: str) -> str:
 
 
 def _readable(path: Path) -> tuple[Any, str | None]:
-    """The notebook, or why it is not one that can be graded."""
+    """The notebook (cells without an id get one: no nbformat ``MissingIDFieldWarning``), or why it is
+    not one that can be graded."""
     import nbformat
+    from nbformat.validator import normalize
+    from nbformat.warnings import MissingIDFieldWarning
 
     try:
         if path.stat().st_size > MAX_NOTEBOOK_BYTES:
             return None, f"the file is larger than {MAX_NOTEBOOK_BYTES >> 20} MB"
-        nb = nbformat.read(str(path), as_version=4)
+        with warnings.catch_warnings():  # a submission saved without cell ids: they are added below
+            warnings.simplefilter("ignore", MissingIDFieldWarning)
+            nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.from_dict(normalize(nb)[1])
         nbformat.validate(nb)
     except Exception as err:  # noqa: BLE001 -- any reading error means "malformed"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

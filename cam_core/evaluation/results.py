@@ -8,7 +8,9 @@ The results folder is ``$CAM_CORE_RESULTS`` when set, else ``results/`` at the r
 (the folder holding ``pyproject.toml`` above this package), else ``./results``.
 
 Every write goes to a temporary file in the same folder and is moved into place with
-``os.replace``, so a reader sees the old file or the new one, never half of one.
+``os.replace``, so a reader sees the old file or the new one, never half of one. The file gets the
+mode any new file gets under the process's umask (``0644`` under ``umask 022``), not the private
+``0600`` of a temporary file.
 """
 from __future__ import annotations
 
@@ -56,14 +58,26 @@ def path(name: str, kind: str = "csv") -> Path:
     return results_dir() / f"{_check_name(name)}.{kind}"
 
 
+def _umask() -> int:
+    """The process's umask (read from ``/proc`` on Linux; elsewhere set and restored at once)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text()
+        return int(next(ln for ln in status.splitlines() if ln.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(target: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file next to ``target``, then ``os.replace`` it into place."""
+    """Call ``write(tmp_path)`` on a temporary file next to ``target``, then ``os.replace`` it into place
+    (with the mode ``open`` would have given it: ``0o666`` less the umask)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

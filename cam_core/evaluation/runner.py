@@ -21,6 +21,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,15 +243,69 @@ def evaluate(
         (seconds per method, summed over batches, including batches read from the cache), ``config``,
         ``cache`` (the folder, or None). attrs hold plain dicts (pandas compares attrs on concat).
     """
-    from cam_core.evaluation import results
+    specs = _methods(methods)
+    metrics = _check_metrics(DEFAULT_METRICS if metrics is None else metrics)
+    _check_run(bench, [n for n, _ in specs], metrics, n_images, target, baseline, batch_size, device)
+    _check_executor(executor, ray_address, shard_size)
+    kwargs = {k: dict(v) for k, v in DEFAULT_METHOD_KWARGS.items()}
+    for k, v in (method_kwargs or {}).items():
+        kwargs.setdefault(k, {}).update(v)
+    ref = _method_factory(reference) if "cosine" in metrics else None
+    opts = {"baseline": baseline, "steps": int(steps), "pointing_tolerance": pointing_tolerance,
+            "forward_batch_size": int(forward_batch_size or 4 * batch_size)}
+    plan = _plan(bench, specs, metrics, kwargs, target, ref, opts, n_images=n_images, seed=seed,
+                 batch_size=batch_size, cache=cache)
+    records = [(_read_batch(plan.folder, i, c) if plan.folder is not None else None)
+               for i, c in enumerate(plan.chunks)]
+    where = None
+    if executor == "ray":
+        from cam_core.evaluation import ray_executor
+
+        where = ray_executor.run(bench, plan.chunks, records, plan.folder, plan.job(), address=ray_address,
+                                 shard_size=shard_size, progress=progress, desc=_desc(bench))
+    else:
+        _run_serial(bench, plan, records, progress)
+    return _collect(records, plan, where)
+
+
+# ---- the steps of evaluate: validate, plan, run, collect ------------------------------------------
+@dataclass
+class _Plan:
+    """What a run computes (the batches, each method and metric) and where it keeps each batch."""
+
+    specs: list[tuple[str, Callable[..., BaseCAM]]]
+    metrics: list[str]
+    method_kwargs: dict[str, dict[str, Any]]
+    target: str
+    reference: tuple[str, Callable[..., BaseCAM]] | None
+    opts: dict[str, Any]
+    config: dict  # what the cache key hashes (cache_config)
+    chunks: list[list[int]]  # batch i = these dataset indices
+    folder: Path | None  # the cache folder, or None
+
+    def job(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`cam_core.evaluation.batches._run_batch` besides the benchmark
+        and the batch (what every executor passes it)."""
+        return {"methods": self.specs, "metrics": self.metrics, "method_kwargs": self.method_kwargs,
+                "target": self.target, "reference": self.reference, "opts": self.opts}
+
+
+def _methods(methods: Sequence[MethodSpec] | None) -> list[tuple[str, Callable[..., BaseCAM]]]:
+    """(table name, factory) per method (default: the paper's six); names must be distinct."""
     from cam_core.methods.registry import PAPER_METHODS
-    from cam_core.runtime import resolve_device
 
     specs = [_method_factory(m) for m in (PAPER_METHODS if methods is None else methods)]
     names = [n for n, _ in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"methods must have distinct names; got {names}")
-    metrics = _check_metrics(DEFAULT_METRICS if metrics is None else metrics)
+    return specs
+
+
+def _check_run(bench: Any, names: list[str], metrics: list[str], n_images: Any, target: str, baseline: str,
+               batch_size: int, device: str | torch.device | None) -> None:
+    """Every argument of a run that can be wrong, checked before any batch: ``ValueError`` says which."""
+    from cam_core.runtime import resolve_device
+
     reference_maps.check_benchmark(bench, names)
     if target not in ("predicted", "label"):
         raise ValueError(f"target must be 'predicted' (top-1) or 'label' (ground truth), got {target!r}")
@@ -262,12 +317,6 @@ def evaluate(
     M.check_baseline(baseline)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if executor not in ("serial", "ray"):
-        raise ValueError(f"executor must be 'serial' (this process) or 'ray' (Ray tasks), got {executor!r}")
-    if executor != "ray" and (ray_address is not None or shard_size is not None):
-        raise ValueError("ray_address and shard_size are settings of executor='ray'; pass executor='ray'")
-    if shard_size is not None and shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1 image, got {shard_size}")
     _check_n_images(n_images, bench)
     if device is not None:
         dev, bdev = resolve_device(device), torch.device(bench.device)
@@ -278,34 +327,31 @@ def evaluate(
                 f"device={device!r} but the benchmark's model is on {bdev}; load the benchmark with "
                 f"cc.benchmarks.load(..., device={str(dev)!r}) (evaluate does not move your model)"
             )
-    kwargs = {k: dict(v) for k, v in DEFAULT_METHOD_KWARGS.items()}
-    for k, v in (method_kwargs or {}).items():
-        kwargs.setdefault(k, {}).update(v)
-    ref = _method_factory(reference) if "cosine" in metrics else None
-    opts = {
-        "baseline": baseline,
-        "steps": int(steps),
-        "pointing_tolerance": pointing_tolerance,
-        "forward_batch_size": int(forward_batch_size or 4 * batch_size),
-    }
-    config = cache_config(
-        bench,
-        names,
-        metrics,
-        n_images,
-        seed,
-        batch_size,
-        kwargs,
-        target,
-        baseline=baseline,
-        steps=int(steps),
-        pointing_tolerance=pointing_tolerance,
-        reference=ref[0] if ref else None,
-        reference_kwargs=kwargs.get(ref[0], {}) if ref else None,
-        # issue 20: a fill other than black reaches IC/AD/ADD too (runs with "zero" keep their keys)
-        **({"fill_scope": "all-perturbation-metrics"} if baseline != "zero" else {}),
-    )
 
+
+def _check_executor(executor: str, ray_address: str | None, shard_size: int | None) -> None:
+    if executor not in ("serial", "ray"):
+        raise ValueError(f"executor must be 'serial' (this process) or 'ray' (Ray tasks), got {executor!r}")
+    if executor != "ray" and (ray_address is not None or shard_size is not None):
+        raise ValueError("ray_address and shard_size are settings of executor='ray'; pass executor='ray'")
+    if shard_size is not None and shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 image, got {shard_size}")
+
+
+def _plan(bench: Any, specs: list, metrics: list[str], kwargs: dict[str, dict[str, Any]], target: str,
+          ref: tuple | None, opts: dict[str, Any], *, n_images: int | None, seed: int, batch_size: int,
+          cache: str | Path | bool | None) -> _Plan:
+    """The run's configuration and cache key, its batches of the benchmark's seeded subset, and its cache
+    folder (created, with a manifest of the configuration and the batches)."""
+    from cam_core.evaluation import results
+
+    config = cache_config(
+        bench, [n for n, _ in specs], metrics, n_images, seed, batch_size, kwargs, target,
+        baseline=opts["baseline"], steps=opts["steps"], pointing_tolerance=opts["pointing_tolerance"],
+        reference=ref[0] if ref else None, reference_kwargs=kwargs.get(ref[0], {}) if ref else None,
+        # issue 20: a fill other than black reaches IC/AD/ADD too (runs with "zero" keep their keys)
+        **({"fill_scope": "all-perturbation-metrics"} if opts["baseline"] != "zero" else {}),
+    )
     indices = bench.subset(n_images, seed)
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     folder: Path | None = None
@@ -318,46 +364,46 @@ def evaluate(
             results.write_text(
                 manifest, json.dumps({"config": config, "batches": chunks}, indent=1, default=str)
             )
+    return _Plan(specs, metrics, kwargs, target, ref, opts, config, chunks, folder)
 
-    records: list[dict | None] = [
-        (_read_batch(folder, i, c) if folder is not None else None) for i, c in enumerate(chunks)
-    ]
+
+def _desc(bench: Any) -> str:
+    return f"{bench.name}/{getattr(bench, 'arch', '')}"
+
+
+def _run_serial(bench: Any, plan: _Plan, records: list[dict | None], progress: bool) -> None:
+    """Fill the missing ``records`` in this process, batch by batch (each written to the cache as it
+    finishes); Ctrl-C raises :class:`Interrupted`, which says what is kept."""
+    from cam_core.evaluation import results
+
     todo = [i for i, r in enumerate(records) if r is None]
-    if executor == "ray":
-        from cam_core.evaluation import ray_executor as distributed
-
-        job = dict(methods=specs, metrics=metrics, method_kwargs=kwargs, target=target, reference=ref,
-                   opts=opts)
-        where = distributed.run(bench, chunks, records, folder, job, address=ray_address,
-                                shard_size=shard_size, progress=progress,
-                                desc=f"{bench.name}/{getattr(bench, 'arch', '')}")
-        todo = []
-    bar = _progress(
-        len(chunks), len(chunks) - len(todo), progress and executor == "serial",
-        f"{bench.name}/{getattr(bench, 'arch', '')}"
-    )
+    bar = _progress(len(plan.chunks), len(plan.chunks) - len(todo), progress, _desc(bench))
     try:
         for i in todo:
-            batch = next(iter(bench.images(indices=chunks[i], batch_size=len(chunks[i]))))
-            rec = {"index": chunks[i], **_run_batch(bench, batch, specs, metrics, kwargs, target, ref, opts)}
-            if folder is not None:
-                results.write_text(_batch_path(folder, i), json.dumps(rec))
+            chunk = plan.chunks[i]
+            batch = next(iter(bench.images(indices=chunk, batch_size=len(chunk))))
+            rec = {"index": chunk, **_run_batch(bench, batch, **plan.job())}
+            if plan.folder is not None:
+                results.write_text(_batch_path(plan.folder, i), json.dumps(rec))
             records[i] = rec
             bar.update(1)
     except KeyboardInterrupt:
-        raise Interrupted(sum(r is not None for r in records), len(chunks), folder) from None
+        raise Interrupted(sum(r is not None for r in records), len(plan.chunks), plan.folder) from None
     finally:
         bar.close()
 
+
+def _collect(records: list[dict | None], plan: _Plan, where: dict | None) -> pd.DataFrame:
+    """The batches' rows as one tidy frame, with its attrs: timings, config, cache, executor, summary."""
     df = _frame([r for r in records if r is not None])
     timings: dict[str, float] = {}
     for r in records:
         for k, v in (r or {}).get("timings", {}).items():
             timings[k] = timings.get(k, 0.0) + float(v)
     df.attrs["timings"] = timings
-    df.attrs["config"] = json.loads(json.dumps(config, default=str))
-    df.attrs["cache"] = str(folder) if folder is not None else None
-    if executor == "ray":
+    df.attrs["config"] = json.loads(json.dumps(plan.config, default=str))
+    df.attrs["cache"] = str(plan.folder) if plan.folder is not None else None
+    if where is not None:
         df.attrs["executor"] = where
     summary = summarize(df, wide=True)
     df.attrs["summary"] = {m: {k: float(v) for k, v in row.items()} for m, row in summary.iterrows()}
@@ -397,7 +443,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-images", type=_positive_int, default=1000,
                    help="images of the benchmark's seeded subset (1 .. the benchmark's size)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8: fast on a CPU)")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="images per batch (default 8: fast on a CPU)")
     p.add_argument("--target", choices=("predicted", "label"), default="predicted")
     p.add_argument("--baseline", choices=M.BASELINES, default="zero", help="what a removed pixel becomes in every perturbation metric (default zero: black)")
     p.add_argument("--method-kwargs", default=None, help='JSON, e.g. \'{"SHAP-CAM": {"n_orderings": 10}}\'')
@@ -414,23 +461,99 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                    help="serial: this process; ray: shards of images as Ray tasks (needs '.[distributed]')")
     p.add_argument("--ray-address", default=None,
                    help="the Ray cluster to join: auto, HOST:6379 or ray://HOST:10001; default: a local one")
-    p.add_argument("--shard-size", type=int, default=None,
+    p.add_argument("--shard-size", type=_positive_int, default=None,
                    help="images per Ray task, in whole batches (default: one batch)")
     p.set_defaults(func=_main)
+
+
+def _check_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Refuse a bad argument before any model is loaded, in one line naming the valid values
+    (``SystemExit``); returns the parsed ``--method-kwargs``."""
+    from cam_core import benchmarks
+    from cam_core.runtime import resolve_device
+
+    def refuse(option: str, err: Any) -> SystemExit:
+        return SystemExit(f"evaluate: {option}: {err}")
+
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise refuse("--device", err) from None
+    names = benchmarks.available()
+    if args.benchmark not in names:
+        raise refuse("--benchmark", f"unknown benchmark {args.benchmark!r}; valid names: {', '.join(names)}")
+    try:
+        for m in args.methods or []:
+            _method_factory(m)
+    except ValueError as err:
+        raise refuse("--methods", err) from None
+    try:
+        _check_metrics(args.metrics or DEFAULT_METRICS)
+    except ValueError as err:
+        raise refuse("--metrics", err) from None
+    if args.executor != "ray" and (args.ray_address is not None or args.shard_size is not None):
+        raise refuse("--ray-address/--shard-size", "settings of the Ray executor: add --executor ray")
+    if not args.method_kwargs:
+        return None
+    try:
+        kwargs = json.loads(args.method_kwargs)
+    except json.JSONDecodeError as err:
+        example = '{"SHAP-CAM": {"n_orderings": 10}}'
+        raise refuse("--method-kwargs", f"not JSON ({err}); e.g. '{example}'") from None
+    if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
+        raise refuse("--method-kwargs", 'a JSON object of objects, {"METHOD": {"ARGUMENT": VALUE}}')
+    return kwargs
+
+
+def _summary_text(summary: pd.DataFrame) -> str:
+    """Methods x metrics, each cell ``"mean [low, high]"`` (the bootstrap interval), as printed text."""
+    import shutil
+
+    from cam_core.evaluation.statistics import with_ci
+
+    cells = summary.assign(cell=with_ci(summary["mean"], summary["ci_low"], summary["ci_high"], ".4g"))
+    table = cells.pivot(index="method", columns="metric", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(summary["method"])),
+                          columns=list(dict.fromkeys(summary["metric"]))).fillna("–")
+    table.index.name = table.columns.name = None
+    width = shutil.get_terminal_size((120, 24)).columns
+    with pd.option_context("display.width", width, "display.max_columns", None, "display.max_colwidth", 40):
+        return table.to_string()
+
+
+def _report(df: pd.DataFrame, summary: pd.DataFrame, args: argparse.Namespace, bench: Any) -> None:
+    """What ``evaluate`` prints: the run, the summary with intervals, missing values, method times."""
+    n = df["image"].nunique()
+    print(
+        f"{bench.name} ({getattr(bench, 'arch', '')}), {n} images, seed {args.seed}, target {args.target}, "
+        f"baseline {args.baseline}; mean [95% bootstrap interval over images]:"
+    )
+    print(_summary_text(summary))
+    for _, r in summary[summary["n_nan"] > 0].iterrows():
+        print(
+            f"  {r['method']} / {r['metric']}: {int(r['n_nan'])} of {n} images without a value "
+            "(no box of the target class, or no head)"
+        )
+    print("method time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in df.attrs["timings"].items()))
+    if "executor" in df.attrs and args.no_progress:
+        print(df.attrs["executor"]["log"])
 
 
 def _main(args: argparse.Namespace) -> int:
     from cam_core import benchmarks
     from cam_core.evaluation import results
 
+    method_kwargs = _check_args(args)
     kw = {"arch": args.arch} if args.arch else {}
-    bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    try:
+        bench = benchmarks.load(args.benchmark, data_dir=args.data_dir, device=args.device, **kw)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"evaluate: --benchmark {args.benchmark}: {err}") from None
     try:
         _check_n_images(args.n_images, bench)
     except ValueError as err:
         raise SystemExit(f"evaluate: --n-images: {err}") from None
     cache: str | bool | None = {"auto": True, "none": None}.get(args.cache.lower(), args.cache)
-    method_kwargs = json.loads(args.method_kwargs) if args.method_kwargs else None
     t0 = time.perf_counter()
     df = evaluate(
         bench,
@@ -453,28 +576,15 @@ def _main(args: argparse.Namespace) -> int:
         Path(args.out)
         if args.out
         else results.path(f"evaluate_{bench.name}_{getattr(bench, 'arch', 'model')}")
-    )
+    ).resolve()
+    summary_out = out.with_suffix(".summary.csv")
     results.atomic_write(out, lambda p: df.to_csv(p, index=False))
-    summary = summarize(df, wide=True)
-    results.atomic_write(out.with_suffix(".summary.csv"), lambda p: summary.to_csv(p))
-    n = df["image"].nunique()
-    print(
-        f"{bench.name} ({getattr(bench, 'arch', '')}), {n} images, seed {args.seed}, target {args.target}, "
-        f"baseline {args.baseline}"
-    )
-    with pd.option_context("display.float_format", "{:.4f}".format, "display.width", 200):
-        print(summary.to_string())
-    missing = summarize(df, ci=None)
-    missing = missing[missing["n_nan"] > 0]
-    for _, r in missing.iterrows():
-        print(
-            f"  {r['method']} / {r['metric']}: {int(r['n_nan'])} of {n} images without a value "
-            "(no box of the target class, or no head)"
-        )
-    print("method time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in df.attrs["timings"].items()))
-    if "executor" in df.attrs and args.no_progress:
-        print(df.attrs["executor"]["log"])
-    print(f"wall time {wall:.1f} s; per-image values: {out}")
+    summary = summarize(df)  # long: method, metric, mean, ci_low, ci_high (95% bootstrap), n, n_nan
+    results.atomic_write(summary_out, lambda p: summary.to_csv(p, index=False))
+    _report(df, summary, args, bench)
+    print(f"wall time {wall:.1f} s")
+    print(f"per-image values: {out}")
+    print(f"summary: {summary_out}")
     return 0
 
 

@@ -9,13 +9,14 @@ live where they belong and are re-exported here under the names the chapters use
     from cam_core import paper
     paper.table(3)                                  # Table 3, long format
     cmp = paper.compare(summary, table=3)           # paper | measured | difference per metric
-    paper.style(cmp)                                # a pandas Styler: differences coloured, best bold
+    paper.paper_favours(6, "LIFT-CAM", "Grad-CAM")  # the metrics on which the paper's means favour LIFT-CAM
+    paper.style(cmp)                                # a pandas Styler: "mean [low, high]" cells, best bold
     cc.claims.held(cc.evaluation.paired_table(df, ...))  # what held: paired, Holm-corrected tests
 """
 from __future__ import annotations
 
 from cam_core.book.convergence import convergence, loglog_slope, orderings_to_match
-from cam_core.book.paper.comparison import compare, kendall_tau, ranking
+from cam_core.book.paper.comparison import compare, kendall_tau, paper_favours, ranking
 from cam_core.book.paper.styling import style
 from cam_core.book.paper.tables import (
     CAPTIONS,
@@ -37,5 +38,5 @@ from cam_core.plotting import show_explanations as plot_maps
 __all__ = [
     "CAPTIONS", "COCO", "DATASETS", "DECIMALS", "HIGHER_IS_BETTER", "IMAGENET", "PAPER_COLUMN", "TABLES",
     "VOC", "VQA", "compare", "convergence", "kendall_tau", "loglog_slope", "orderings_to_match",
-    "paper_column", "plot_convergence", "plot_maps", "ranking", "style", "table",
+    "paper_column", "paper_favours", "plot_convergence", "plot_maps", "ranking", "style", "table",
 ]

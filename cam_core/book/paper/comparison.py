@@ -164,3 +164,28 @@ def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
     i, j = np.triu_indices(n, k=1)
     s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
     return float(s.sum() / len(s))
+
+
+def paper_favours(number: int, method: str, other: str, dataset: str | None = None) -> list[str]:
+    """The metrics of the paper's Table ``number`` on which ``method``'s reported mean is better than
+    ``other``'s (in each metric's direction), on ``dataset`` (default: the table's only dataset). The paper
+    gives means without tests: this is what its numbers say, not a verdict (those come from
+    :mod:`cam_core.book.claims` on this run's paired tests)."""
+    ref = paper_table(number)
+    datasets = list(dict.fromkeys(ref["dataset"]))
+    if dataset is None:
+        if len(datasets) != 1:
+            raise ValueError(f"Table {number} has the datasets {', '.join(datasets)}: pass dataset=")
+        dataset = datasets[0]
+    part = ref[ref["dataset"] == dataset].set_index(["method", "metric"])["value"]
+    methods = set(part.index.get_level_values("method"))
+    missing = [m for m in (method, other) if m not in methods]
+    if missing:
+        raise ValueError(f"Table {number} ({dataset}) has no {', '.join(missing)}; its methods are "
+                         f"{', '.join(sorted(methods))}")
+    out = []
+    for metric in dict.fromkeys(part.index.get_level_values("metric")):
+        a, b = part.get((method, metric), np.nan), part.get((other, metric), np.nan)
+        if np.isfinite(a) and np.isfinite(b) and (a > b if HIGHER_IS_BETTER.get(metric, True) else a < b):
+            out.append(metric)
+    return out

@@ -1,4 +1,5 @@
-"""How a :func:`cam_core.book.paper.compare` table looks on a page: decimals, colours, the best in bold."""
+"""How a :func:`cam_core.book.paper.compare` table looks on a page: per metric the paper's number and
+the measured mean with its interval in one cell, the best method in bold, no colours, no wrapping."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,54 +9,67 @@ from cam_core.book.paper.tables import DECIMALS
 from cam_core.evaluation.reference_maps import SANITY_MAPS
 from cam_core.metrics import HIGHER_IS_BETTER
 
+#: the column headers of the two numbers shown per metric
+PAPER, MEASURED = "paper", "this run"
+#: CSS of the table: cells never wrap ("[0.0, 0.0]" and "Grad-CAM" stay on one line), a smaller font
+TABLE_STYLES = [
+    {"selector": "th, td", "props": [("white-space", "nowrap"), ("padding", "0.15em 0.45em")]},
+    {"selector": "", "props": [("font-size", "0.85em")]},
+]
 
-def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats.style.Styler:
-    """A Styler for :func:`compare`'s output: the paper's decimals; the ``difference`` cells
-    coloured green where measured is better than the paper, red where worse (by the metric's
-    direction), shade by relative size; the best method per column in bold (among the CAMs: the
-    sanity maps of :mod:`cam_core.evaluation.reference_maps` are never bold)."""
+
+def _number(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if np.isfinite(value) else "–"
+
+
+def cells(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The text a page shows for :func:`compare`'s output: per metric ``paper`` (at the paper's decimals)
+    and ``this run``, ``"mean [low, high]"`` (the measured mean and its 95% interval over images, when
+    ``compare`` had them). No ``difference`` column: a synthetic benchmark's number and the paper's
+    ImageNet / VOC / COCO number are not the same quantity, so their gap is neither a gain nor a loss;
+    the orderings are what compare (:func:`cam_core.book.paper.ranking`, :mod:`cam_core.book.claims`)."""
     metrics = list(dict.fromkeys(comparison.columns.get_level_values(0)))
-    sty = comparison.style
+    out = {}
     for m in metrics:
         dec = DECIMALS.get(m, 3)
-        sty = sty.format(f"{{:.{dec}f}}", subset=[(m, k) for k in ("paper", "measured")], na_rep="–")
-        sty = sty.format(f"{{:+.{dec}f}}", subset=[(m, "difference")], na_rep="–")
+        out[(m, PAPER)] = [_number(v, dec) for v in comparison[(m, "paper")]]
+        measured = [_number(v, dec) for v in comparison[(m, "measured")]]
+        if (m, "ci") in comparison.columns:
+            measured = [f"{v} {ci}" if v != "–" and isinstance(ci, str) and ci != "–" else v
+                        for v, ci in zip(measured, comparison[(m, "ci")], strict=True)]
+        out[(m, MEASURED)] = measured
+    shown = pd.DataFrame(out, index=comparison.index)
+    shown.columns = pd.MultiIndex.from_tuples(list(out), names=["metric", ""])
+    return shown
 
-    def _colour_diff(col: pd.Series) -> list[str]:
-        metric = col.name[0]
-        sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
-        scale = comparison[(metric, "paper")].abs().max()
-        scale = scale if np.isfinite(scale) and scale > 0 else col.abs().max()
-        out = []
-        for v in col:
-            if not np.isfinite(v) or not scale:
-                out.append("")
-                continue
-            strength = min(abs(v) / scale, 1.0)
-            alpha = 0.15 + 0.6 * strength
-            rgb = "46, 160, 67" if sign * v > 0 else "218, 54, 51"
-            out.append(f"background-color: rgba({rgb}, {alpha:.2f})")
-        return out
 
-    def _bold_best(col: pd.Series) -> list[str]:
-        metric = col.name[0]
-        higher = HIGHER_IS_BETTER.get(metric, True)
-        out = [""] * len(col)
-        positions = pd.Series(range(len(col)), index=col.index)
-        groups = positions.groupby(level=["dataset", "benchmark"], sort=False)
-        for _, pos in groups:
-            vals = col.iloc[pos.to_numpy()]
-            cams = ~vals.index.get_level_values("method").isin(SANITY_MAPS)
-            vals = vals.where(cams)
-            if vals.notna().any():
-                best = vals.max() if higher else vals.min()
-                for p, v in zip(pos.to_numpy(), vals, strict=True):
-                    if v == best:
-                        out[p] = "font-weight: bold"
-        return out
+def _best(comparison: pd.DataFrame, metric: str, kind: str) -> list[bool]:
+    """Per row: whether it is the best CAM of its (dataset, benchmark) block on ``metric`` (the sanity
+    maps of :mod:`cam_core.evaluation.reference_maps` are never best)."""
+    col = comparison[(metric, kind)]
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    out = [False] * len(col)
+    positions = pd.Series(range(len(col)), index=col.index)
+    for _, pos in positions.groupby(level=["dataset", "benchmark"], sort=False):
+        vals = col.iloc[pos.to_numpy()]
+        vals = vals.where(~vals.index.get_level_values("method").isin(SANITY_MAPS))
+        if vals.notna().any():
+            best = vals.max() if higher else vals.min()
+            for p, v in zip(pos.to_numpy(), vals, strict=True):
+                out[p] = bool(v == best)
+    return out
 
-    sty = sty.apply(_colour_diff, subset=[(m, "difference") for m in metrics])
-    sty = sty.apply(_bold_best, subset=[(m, k) for m in metrics for k in ("paper", "measured")])
+
+def style(comparison: pd.DataFrame, caption: str | None = None) -> pd.io.formats.style.Styler:
+    """A Styler for :func:`compare`'s output: :func:`cells` (the paper's number, then this run's
+    ``"mean [low, high]"``), the best method per column in bold (among the CAMs), no colours, cells that
+    do not wrap, in a smaller font so that the table fits the page."""
+    shown = cells(comparison)
+    bold = pd.DataFrame("", index=shown.index, columns=shown.columns)
+    for m in dict.fromkeys(comparison.columns.get_level_values(0)):
+        for kind, header in (("paper", PAPER), ("measured", MEASURED)):
+            bold[(m, header)] = ["font-weight: bold" if b else "" for b in _best(comparison, m, kind)]
+    sty = shown.style.apply(lambda _: bold, axis=None).set_table_styles(TABLE_STYLES)
     cap = caption if caption is not None else comparison.attrs.get("caption")
     if cap:
         sty = sty.set_caption(cap)
