@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "Split": "cam_core.model.split",
     "resolve_layer": "cam_core.model.layers",
     "layer_names": "cam_core.model.layers",
-    "last_map_layer": "cam_core.model.layers",
+    "last_map_layer": "cam_core.model.map_layer",
     "TokenGrid": "cam_core.model.tokens",
     "token_split": "cam_core.model.token_split",
     # kernels

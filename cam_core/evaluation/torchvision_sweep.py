@@ -1,6 +1,6 @@
 """LIFT-CAM and Grad-CAM over every torchvision CNN classifier (issue 13's sweep).
 
-For each model (``weights=None``, seeded, eval mode) at :func:`cam_core.model.layers.last_map_layer`, on
+For each model (``weights=None``, seeded, eval mode) at :func:`cam_core.model.map_layer.last_map_layer`, on
 one random image: the split is checked (``body(x)`` is the layer's output, ``head(body(x))`` is
 ``model(x)``, both bit for bit), LIFT-CAM's and Grad-CAM's saliency must be finite, and LIFT-CAM's
 summation-to-delta error is measured relative to ``|F^c(A) - F^c(0)|``, in float32 (``delta_rel``,
@@ -15,7 +15,7 @@ Reproduce the committed table (CPU, ~1 h on 2 busy cores)::
     nice -n 10 python -m cam_core.evaluation.torchvision_sweep --out results/issue13_sweep.csv
 
 Transformers (issue 24): ``--transformers`` sweeps the 12 transformer classifiers (ViT, Swin, Swin v2,
-MaxViT) instead, at their :func:`~cam_core.model.layers.last_map_layer` (ViT: the token sequence entering
+MaxViT) instead, at their :func:`~cam_core.model.map_layer.last_map_layer` (ViT: the token sequence entering
 the last block, viewed as maps by :mod:`cam_core.model.tokens`) and, for Swin and MaxViT, whose last map's
 head has no attention, also at an inner stage (:data:`INNER_LAYERS`: the head then runs window
 attention). A classifier that torchvision starts at zero (ViT's ``heads.head``: constant logits, every map
@@ -39,7 +39,7 @@ from torch import nn
 from cam_core.kernels.rescale import deeplift
 from cam_core.methods.gradient import GradCAM
 from cam_core.methods.lift import LiftCAM
-from cam_core.model.layers import last_map_layer
+from cam_core.model.map_layer import last_map_layer
 from cam_core.model.token_split import token_split
 
 __all__ = ["cnn_classifiers", "transformer_classifiers", "transformer_cuts", "sweep_one",
