@@ -19,7 +19,7 @@ from cam_core.evaluation.torchvision_sweep import (
     transformer_classifiers,
     transformer_cuts,
 )
-from cam_core.model.layers import last_map_layer
+from cam_core.model.map_layer import last_map_layer
 
 #: documented bound (README, "Explaining any torchvision CNN") for heads that are not piecewise linear
 OTHER_HEADS_TOL = 1e-4
