@@ -54,15 +54,20 @@ class _MatMul(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        a, b = ctx.saved_tensors
-        a1, a0 = _halves(a)
-        b1, b0 = _halves(b)
-        a_mid, b_mid = torch.cat([(a1 + a0) / 2] * 2), torch.cat([(b1 + b0) / 2] * 2)
-        with torch.enable_grad():
-            a_, b_ = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
-            (m_a,) = torch.autograd.grad(a_ @ b_mid, a_, grad_output)
-            (m_b,) = torch.autograd.grad(a_mid @ b_, b_, grad_output)
-        return m_a, m_b
+        return _bilinear_multipliers(torch.matmul, *ctx.saved_tensors, grad_output)
+
+
+def _bilinear_multipliers(f, a: Tensor, b: Tensor, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    """The Shapley split of a product ``f(a, b)`` bilinear in both factors: each factor's multiplier is
+    taken with the other factor at the midpoint of its input and reference halves."""
+    a1, a0 = _halves(a)
+    b1, b0 = _halves(b)
+    a_mid, b_mid = torch.cat([(a1 + a0) / 2] * 2), torch.cat([(b1 + b0) / 2] * 2)
+    with torch.enable_grad():
+        a_, b_ = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
+        (m_a,) = torch.autograd.grad(f(a_, b_mid), a_, grad_output)
+        (m_b,) = torch.autograd.grad(f(a_mid, b_), b_, grad_output)
+    return m_a, m_b
 
 
 def _depends(t: object) -> bool:
@@ -87,15 +92,9 @@ class _Einsum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        a, b = ctx.saved_tensors
-        a1, a0 = _halves(a)
-        b1, b0 = _halves(b)
-        a_mid, b_mid = torch.cat([(a1 + a0) / 2] * 2), torch.cat([(b1 + b0) / 2] * 2)
-        with torch.enable_grad():
-            a_, b_ = a.detach().requires_grad_(True), b.detach().requires_grad_(True)
-            (m_a,) = torch.autograd.grad(torch.einsum(ctx.equation, a_, b_mid), a_, grad_output)
-            (m_b,) = torch.autograd.grad(torch.einsum(ctx.equation, a_mid, b_), b_, grad_output)
-        return None, m_a, m_b
+        equation = ctx.equation
+        return (None, *_bilinear_multipliers(lambda x, y: torch.einsum(equation, x, y), *ctx.saved_tensors,
+                                             grad_output))
 
 
 def einsum(equation: str, *operands: Tensor) -> Tensor:
