@@ -109,3 +109,32 @@ def test_explain_command_writes_overlays_and_a_csv_and_bad_inputs_get_one_line(t
         assert main(["explain", *bad, "--out", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert why in err and err.count("\n") == 1, err
+
+
+def test_explain_refuses_bad_input_before_loading_a_model_or_writing(tmp_path, capsys, monkeypatch,
+                                                                     bench) -> None:
+    """A file that is not an image, an --out that is a file, a folder given as an image: one line each,
+    before the network is built (its loader is replaced by one that fails the test) and before any file
+    is written."""
+    from cam_core.benchmarks import photos as photos_module
+    from cam_core.cli import main
+
+    def no_model(*_a, **_k):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(photos_module, "efficientnet_lite", no_model)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    a_file = tmp_path / "out.txt"
+    a_file.write_text("")
+    photo = str(bench.paths[4])
+    out = tmp_path / "out"
+    for bad, why in [([photo, str(text), "--out", str(out)], "as an image"),
+                     ([photo, "--out", str(a_file)], "is a file"),
+                     ([photo, str(tmp_path), "--out", str(out)], "not a file")]:
+        capsys.readouterr()
+        assert main(["explain", *bad]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.strip().count("\n") <= 1, err
+        assert not out.exists(), "a bad input left an output folder behind"
+

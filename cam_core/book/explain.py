@@ -19,24 +19,49 @@ MODELS = {"efficientnet-lite0": "lite0", "efficientnet-lite1": "lite1", "efficie
 DEFAULT_METHODS = ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "Ablation-CAM", "LIFT-CAM")
 
 
-def explain_images(paths: list[Path], model_name: str, out: Path, layer: str | None = None,
-                   methods: tuple[str, ...] = DEFAULT_METHODS, top: int = 5) -> Path:
-    """Explain each image with each method; returns the CSV's path (see the module docstring)."""
+def check_inputs(paths: list[Path], model_name: str, out: Path, methods: tuple[str, ...],
+                 top: int = 5) -> None:
+    """Every input of :func:`explain_images` checked before a model is loaded or a file written: the model
+    name, the method names (listing the valid ones), each image (exists, is a file, decodes as an image),
+    the output folder (not an existing file) and ``top`` (1 to 1000). Raises ``ValueError`` with one line."""
     from PIL import Image, UnidentifiedImageError
 
-    from cam_core.benchmarks.photos import LITE, TFLitePreprocess, efficientnet_lite
     from cam_core.methods.registry import METHODS
-    from cam_core.plotting import show_explanations, to_image
-    from cam_core.model.split import split_model
 
     if model_name not in MODELS:
         raise ValueError(f"--model {model_name!r} is not known; use one of {', '.join(MODELS)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"--methods: unknown {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if not methods:
+        raise ValueError(f"--methods: give at least one of {', '.join(METHODS)}")
+    if not 1 <= top <= 1000:
+        raise ValueError(f"top must be between 1 and 1000 (ImageNet's classes), got {top}")
     for p in paths:
         if not p.is_file():
             raise ValueError(f"image {str(p)!r} does not exist (or is not a file)")
+        try:
+            with Image.open(p) as im:
+                im.verify()  # decodes the header and checks the data without keeping the pixels
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise ValueError(f"cannot read {str(p)!r} as an image ({type(err).__name__}); give a JPEG, "
+                             "PNG or another format Pillow reads") from None
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder (created if missing)")
+
+
+def explain_images(paths: list[Path], model_name: str, out: Path, layer: str | None = None,
+                   methods: tuple[str, ...] = DEFAULT_METHODS, top: int = 5) -> Path:
+    """Explain each image with each method; returns the CSV's path (see the module docstring). Bad
+    input is refused (:func:`check_inputs`, then the layer name) before anything is written."""
+    from PIL import Image, UnidentifiedImageError
+
+    from cam_core.benchmarks.photos import LITE, TFLitePreprocess, efficientnet_lite
+    from cam_core.methods.registry import METHODS
+    from cam_core.model.split import split_model
+    from cam_core.plotting import show_explanations, to_image
+
+    check_inputs(paths, model_name, out, methods, top)
     arch = MODELS[model_name]
     model = efficientnet_lite(arch)
     layer = layer or "_swish_1"
