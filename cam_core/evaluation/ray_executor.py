@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -67,30 +66,31 @@ def connect(address: str | None = None, **init_kwargs: Any) -> Any:
     """
     ray = import_ray()
     if not ray.is_initialized():
-        with _lean_imports():
+        with _patient_agents():
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, **init_kwargs)
     return ray
 
 
+#: Ray's own setting (``RAY_<name>`` environment variables override its defaults) for how long a raylet
+#: waits for its node's agent processes to register; 60 s instead of Ray's short default, for busy machines
+AGENT_TIMEOUT = ("RAY_agent_register_timeout_ms", "60000")
+
+
 @contextlib.contextmanager
-def _lean_imports() -> Iterator[None]:
-    """Processes Ray starts meanwhile skip jsonschema's optional ``rfc3987_syntax`` (present wherever
-    Jupyter is), which builds a grammar at import: 1-2 CPU-s in each Ray process. On a busy machine
-    that kept Ray's dashboard agent from reporting its ports within the raylet's fixed 15 s, and the
-    local cluster failed to start. Only this process's environment, only during ``ray.init``."""
-    stub = Path(tempfile.gettempdir()) / f"cam_core_ray_path_{os.getuid()}"
-    if not (stub / "rfc3987_syntax.py").is_file():
-        text = 'raise ImportError("skipped in Ray processes: slow import (Ray executor)")\n'
-        results.write_text(stub / "rfc3987_syntax.py", text)
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(stub), *([old] if old else [])])
+def _patient_agents() -> Iterator[None]:
+    """During ``ray.init`` only: the raylet a local cluster starts inherits ``AGENT_TIMEOUT`` (unless the
+    user set it). Ray's agent processes import jsonschema (1-2 CPU-s each where Jupyter's optional extras
+    are installed); on a busy 2-core machine that kept the agent from registering within Ray's default
+    and the local cluster failed to start. A supported Ray setting, nothing written to disk or shadowed."""
+    name, value = AGENT_TIMEOUT
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        os.environ.pop(name, None)
 
 
 # ---- the benchmark, shipped once and unpacked on the worker's device ---------------------------
