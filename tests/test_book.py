@@ -127,6 +127,28 @@ def test_committed_sources_are_consistent():
                 )
 
 
+#: a code cell longer than this is plumbing a reader of the paper should not scroll past (issue 23)
+LONGEST_OPEN_CELL = 10
+_COLLAPSED = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
+
+
+def test_parameters_and_long_cells_are_collapsed():
+    """Chapters read like the paper: the parameters cell and every code cell over ``LONGEST_OPEN_CELL``
+    lines carry a Jupyter Book tag that collapses (``hide-input``: one click shows it) or removes its code,
+    so the first thing on a page is the question and then a table or figure, not orchestration loops."""
+    for c in CHAPTERS:
+        nb = nbformat.read(c.source, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            tags = set(cell.metadata.get("tags", []))
+            lines = cell.source.count("\n") + 1
+            if "parameters" in tags or lines > LONGEST_OPEN_CELL:
+                assert tags & _COLLAPSED, (
+                    f"{c.name} cell {i} ({lines} lines{', parameters' if 'parameters' in tags else ''}) is shown "
+                    "open: tag it hide-input (or move its plumbing into cam_core)")
+
+
 def test_stage_refuses_missing_or_failed_executed_copy(tmp_path):
     ch = book.Chapter("01", "01_theory", REPO / "notebooks" / "01_theory.ipynb")
     with pytest.raises(book.BookError, match="--only 01"):
@@ -375,3 +397,82 @@ def test_math_renders_offline_in_a_browser(built, tmp_path):
             assert at < 0, f"{page.name}: raw {raw!r} left on the page: ...{text[max(at - 80, 0):at + 80]}"
         checked += 1
     assert checked >= 3, "fewer than 3 pages carry math"
+
+
+#: the reader's window: a laptop screen
+WINDOW = (1280, 900)
+#: run in the page once it has loaded: the width of the text column, and each table wider than it, and the
+#: visible text of the article (to look for raw reprs as a reader sees them); written into the DOM as JSON
+_MEASURE_JS = """
+<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+  var width = column.clientWidth, wide = [];
+  document.querySelectorAll("article table, main table").forEach(function (t, i) {
+    var w = Math.ceil(t.getBoundingClientRect().width);
+    if (w > width + 1) {
+      var caption = t.caption ? t.caption.innerText : (t.querySelector("th") || t).innerText;
+      wide.push({index: i, width: w, start: caption.slice(0, 80)});
+    }
+  });
+  var out = document.createElement("pre");
+  out.id = "cam-core-layout";
+  out.textContent = JSON.stringify({column: width, tables: document.querySelectorAll("article table").length,
+                                    wide: wide, text: column.innerText});
+  document.body.appendChild(out);
+}, 500); });
+</script>
+"""
+
+
+def measure_layout(page: Path, workdir: Path) -> dict:
+    """Open ``page`` as a reader does (headless Chromium, ``WINDOW``, network off) and return the text
+    column's width in CSS pixels, every table wider than it (``wide``) and the article's visible text;
+    a screenshot of the page's first screen is left in ``workdir``."""
+    import json
+
+    browser = _browser()
+    if browser is None:
+        render_offline(page, workdir)  # skips with the reason
+    probe = page.with_name(f"_layout_{page.name}")  # beside the page: its relative links still resolve
+    probe.write_text(page.read_text().replace("</body>", _MEASURE_JS + "</body>"))
+    try:
+        size = f"--window-size={WINDOW[0]},{WINDOW[1]}"
+        dom = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir / 'profile'}", size,
+                              "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
+                             capture_output=True, text=True, timeout=120)
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        shot = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir / 'profile'}", size,
+                               "--virtual-time-budget=20000", f"--screenshot={workdir / (page.stem + '.png')}",
+                               page.as_uri()], capture_output=True, text=True, timeout=120)
+        assert shot.returncode == 0, shot.stderr[-2000:]
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="cam-core-layout">(.*?)</pre>', dom.stdout, flags=re.S)
+    assert found, f"{page.name}: the layout probe did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.mark.notebooks
+def test_chapters_look_right_in_a_browser(built, tmp_path):
+    """Each chapter page, opened in Chromium at 1280 x 900: every table fits the text column (no sideways
+    scrolling to read a number), and the text a reader sees has no raw object repr. A screenshot of each
+    page is taken (kept with ``CAM_CORE_SCREENSHOTS=<folder>``). Run alone with
+    ``pytest tests/test_book.py -k browser`` (builds the smoke book first)."""
+    keep = os.environ.get("CAM_CORE_SCREENSHOTS")
+    problems = []
+    for c in CHAPTERS:
+        work = tmp_path / c.name
+        work.mkdir()
+        layout = measure_layout(built["html"] / "notebooks" / f"{c.name}.html", work)
+        assert layout["tables"] > 0, f"{c.name}: no table on the page"
+        problems += [f"{c.name}: table {t['index']} ({t['start']!r}...) is {t['width']} px wide, the column "
+                     f"{layout['column']} px" for t in layout["wide"]]
+        raw = RAW_REPR.search(layout["text"])
+        if raw:
+            problems.append(f"{c.name}: a raw object repr is on the page: {raw.group(0)}")
+        assert (work / f"{c.name}.png").stat().st_size > 10_000, f"{c.name}: the screenshot is empty"
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / f"{c.name}.png", Path(keep) / f"{c.name}.png")
+    assert not problems, "\n".join(problems)
