@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from closed_form import MeanLinear
 from torch import nn
 
 import cam_core as cc
 from cam_core import metrics as M
 from cam_core.benchmarks.base import Benchmark, Sample
-
-
-class MeanLinear(nn.Module):
-    """logits = [a * mean(x), 0]: the score of class 0 is sigmoid(a * mean(x))."""
-
-    def __init__(self, a: float = 3.0):
-        super().__init__()
-        self.a = a
-
-    def forward(self, x):
-        m = x.mean(dim=(1, 2, 3))
-        return torch.stack([self.a * m, torch.zeros_like(m)], dim=1)
 
 
 class Capture(nn.Module):

@@ -5,21 +5,10 @@ import math
 
 import pytest
 import torch
+from closed_form import MeanLinear
 from torch import nn
 
 from cam_core import metrics as M
-
-
-class MeanLinear(nn.Module):
-    """logits = [a * mean(x), 0]: the softmax score of class 0 is sigmoid(a * mean(x)) in closed form."""
-
-    def __init__(self, a: float = 3.0):
-        super().__init__()
-        self.a = a
-
-    def forward(self, x):
-        m = x.mean(dim=(1, 2, 3))
-        return torch.stack([self.a * m, torch.zeros_like(m)], dim=1)
 
 
 class BoundBias(nn.Module):
