@@ -317,7 +317,8 @@ def test_old_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"state_dict": model.state_dict(), "record": rec},
                checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"python -m cam_core train --all"):
-        cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
+        cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu",
+                           recipe="evidence")
 
 
 def test_checkpoint_of_another_spec_is_a_clear_error(tmp_path):
@@ -330,11 +331,13 @@ def test_checkpoint_of_another_spec_is_a_clear_error(tmp_path):
     torch.save({"state_dict": model.state_dict(), "record": rec},
                checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
     with pytest.raises(checkpoints.CheckpointVersionError, match=r"other settings.*--arch resnet"):
-        cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu")
+        cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu",
+                           recipe="evidence")
     rec["generator_fingerprint"] = generator.fingerprint("shapes-single")
     torch.save({"state_dict": model.state_dict(), "record": rec},
                checkpoints.checkpoint_path(tmp_path, "shapes-single", "resnet", 0, "evidence"))
-    assert cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu") is not None
+    assert cc.benchmarks.load("shapes-single", arch="resnet", data_dir=tmp_path, device="cpu",
+                           recipe="evidence") is not None
 
 
 def test_vgg_deeplift_contributions_spread_over_the_active_positions():

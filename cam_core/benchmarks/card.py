@@ -62,8 +62,8 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         "(model seeds 0, 1, 2: another initialisation, data order, augmentation and dropout; files "
         "`<variant>-vgg-seed<k>.pt`, seed 0 without the suffix), each seed's `shapes-multi` model from a "
         "random start and its `shapes-single` and `shapes-clutter` models fine-tuned from it. **evidence** "
-        "(benchmark v4's six models, files `<variant>-<arch>-evidence.pt`; the ablation, and the ResNet-style "
-        "models' default): on a share of each batch a mask toward black of the kinds the metrics apply "
+        "(benchmark v4's six models, files `<variant>-<arch>-evidence.pt`; the ablation of chapter 4, and "
+        "the stem issue 24's ViT starts from): on a share of each batch a mask toward black of the kinds the metrics apply "
         "(smooth, constant, random rectangle, per-pixel noise, an object's box kept or removed), with a "
         "target that follows the evidence the mask left over the object's ground-truth box, so the boxes "
         "are in the target. Load one with `cc.benchmarks.load(name, arch=..., model_seed=k, recipe=...)`.",

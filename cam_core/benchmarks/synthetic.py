@@ -6,9 +6,9 @@
     for batch in bench.images(n=1000, seed=0): ...
 
 ``model_seed`` picks one of the independently trained models (:data:`training.MODEL_SEEDS`: 0, 1, 2
-for the VGG-style models); ``recipe`` the training recipe (``"label"``: no box in the target, the
-VGG-style models' default; ``"evidence"``: benchmark v4's box-evidence target, the ablation and the
-ResNet-style models' default; None: :func:`training.default_recipe`).
+for the VGG-style models); ``recipe`` the training recipe (``"label"``: no box in the target, every
+model's default; ``"evidence"``: benchmark v4's box-evidence target, the ablation; None:
+:func:`training.default_recipe`).
 
 The pieces, bottom up (each imports only those above it):
 
