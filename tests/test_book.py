@@ -415,10 +415,22 @@ window.addEventListener("load", function () { setTimeout(function () {
       wide.push({index: i, width: w, start: caption.slice(0, 80)});
     }
   });
+  // an interval cell ("0.53 [0.26, 0.80]") broken over two lines is as unreadable as a table too wide
+  var broken = [];
+  document.querySelectorAll("article td").forEach(function (td) {
+    var text = td.innerText.trim();
+    if (/^\S+ \[\S+, \S+\]$/.test(text)) {
+      var line = parseFloat(getComputedStyle(td).lineHeight) || 1.2 * parseFloat(getComputedStyle(td).fontSize);
+      var range = document.createRange();
+      range.selectNodeContents(td);
+      if (range.getClientRects().length > 1 || range.getBoundingClientRect().height > 1.5 * line) broken.push(text);
+    }
+  });
   var out = document.createElement("pre");
   out.id = "cam-core-layout";
   out.textContent = JSON.stringify({column: width, tables: document.querySelectorAll("article table").length,
-                                    wide: wide, text: column.innerText});
+                                    wide: wide, broken: broken.slice(0, 5),
+                                    n_broken: broken.length, text: column.innerText});
   document.body.appendChild(out);
 }, 500); });
 </script>
@@ -456,7 +468,8 @@ def measure_layout(page: Path, workdir: Path) -> dict:
 @pytest.mark.notebooks
 def test_chapters_look_right_in_a_browser(built, tmp_path):
     """Each chapter page, opened in Chromium at 1280 x 900: every table fits the text column (no sideways
-    scrolling to read a number), and the text a reader sees has no raw object repr. A screenshot of each
+    scrolling to read a number), no "mean [low, high]" cell is broken over two lines, and the text a reader
+    sees has no raw object repr. A screenshot of each
     page is taken (kept with ``CAM_CORE_SCREENSHOTS=<folder>``). Run alone with
     ``pytest tests/test_book.py -k browser`` (builds the smoke book first)."""
     keep = os.environ.get("CAM_CORE_SCREENSHOTS")
@@ -468,6 +481,9 @@ def test_chapters_look_right_in_a_browser(built, tmp_path):
         assert layout["tables"] > 0, f"{c.name}: no table on the page"
         problems += [f"{c.name}: table {t['index']} ({t['start']!r}...) is {t['width']} px wide, the column "
                      f"{layout['column']} px" for t in layout["wide"]]
+        if layout["n_broken"]:
+            problems.append(f"{c.name}: {layout['n_broken']} interval cells are broken over two lines, e.g. "
+                            f"{layout['broken']}")
         raw = RAW_REPR.search(layout["text"])
         if raw:
             problems.append(f"{c.name}: a raw object repr is on the page: {raw.group(0)}")

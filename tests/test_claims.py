@@ -52,3 +52,21 @@ def test_claims_need_a_paired_table():
         claims.held(pd.DataFrame({"metric": ["AD"]}))
     empty = S.paired_table(frame({"LIFT-CAM": np.ones(3)}, "AD", "b"), "LIFT-CAM")
     assert claims.headline(empty).startswith("_No paired")
+
+
+def test_table_shows_each_comparison_in_one_line_with_its_interval():
+    """claims.table: "d [low, high]" in one cell, the Holm p-value and verdict; a named outer level kept."""
+    import pandas as pd
+
+    from cam_core.book import claims
+
+    pairs = pd.DataFrame({"benchmark": ["b", "b"], "metric": ["cosine", "cosine"], "a": ["LIFT-CAM"] * 2,
+                          "b": ["Grad-CAM", "XGrad-CAM"], "difference": [0.5, -0.01], "ci_low": [0.4, -0.03],
+                          "ci_high": [0.6, 0.01], "p_holm": [0.001, 0.6],
+                          "verdict": ["better", "indistinguishable"]})
+    both = pd.concat({"last block": pairs, "inner block": pairs}, names=["layer"])
+    shown = claims.table(both)
+    assert list(shown.index.names) == ["layer"] and len(shown) == 4
+    assert "benchmark" not in shown.columns  # one benchmark: said once, by the caption
+    assert shown.iloc[0]["a - b [95% CI]"] == "+0.5 [+0.4, +0.6]"
+    assert shown.iloc[1]["p (Holm)"] == "0.6" and shown.iloc[1]["verdict"] == "indistinguishable"

@@ -276,7 +276,8 @@ def _run_log(executed: dict[Chapter, Path], device: str = "") -> str:
              "| chapter | parameters | started (UTC) | seconds |", "|---|---|---|---|"]
     for chapter, path in executed.items():
         meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
-        params = ", ".join(f"`{k}={v!r}`" for k, v in (meta.get("parameters") or {}).items()) or "(defaults)"
+        params = ", ".join(f"`{k}={_shown_value(v)}`" for k, v in (meta.get("parameters") or {}).items()) \
+            or "(defaults)"
         started = str(meta.get("start_time", "?"))[:19].replace("T", " ")
         seconds = meta.get("duration")
         secs = f"{seconds:.0f}" if isinstance(seconds, int | float) else "?"
@@ -307,14 +308,43 @@ def stage_book(book_src: Path, build_dir: Path, chapters: list[Chapter], device:
             raise BookError(f"the executed copy of {c.name} at {path} stopped on an error; rerun it with "
                             f"`python -m cam_core book --only {c.number}`")
         executed[c] = path
+        _remove_injected_cell(path)
     if not (book_src / "_config.yml").is_file():
         raise BookError(f"no book sources at {book_src} (expected _config.yml and _toc.yml)")
     for src in sorted(book_src.iterdir()):
         if src.is_file() and src.suffix in BOOK_SOURCE_SUFFIXES and src.name != "_toc.yml":
             shutil.copy2(src, build_dir / src.name)
+    if (book_src / "_static").is_dir():  # the book's CSS (Jupyter Book adds every _static/*.css to each page)
+        shutil.copytree(book_src / "_static", build_dir / "_static", dirs_exist_ok=True)
     (build_dir / "_toc.yml").write_text(yaml.safe_dump(book_toc(book_src, chapters), sort_keys=False))
     (build_dir / f"{RUN_LOG}.md").write_text(_run_log(executed, device))
     return build_dir
+
+
+def _remove_injected_cell(path: Path) -> None:
+    """Tag papermill's ``injected-parameters`` cell of an executed chapter ``remove-cell``: the page shows
+    the chapter's own parameters cell (collapsed), and the run log page the values this run passed (with
+    paths as :func:`cam_core.book.chapter.shown_path` shows them, never a machine's absolute path)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+            changed = True
+    if changed:
+        nbformat.write(nb, path)
+
+
+def _shown_value(value: Any) -> str:
+    """A parameter's value on the run log: a path-like string as the pages show paths."""
+    from cam_core.book.chapter import shown_path
+
+    if isinstance(value, str) and (value.startswith(("/", "~")) or os.sep in value):
+        return repr(shown_path(value))
+    return repr(value)
 
 
 def build_html(stage_dir: Path, warnings_as_errors: bool = True) -> Path:

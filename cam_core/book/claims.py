@@ -128,3 +128,26 @@ def held(pairs: pd.DataFrame, table: int | None = None) -> str:
         lines.append(line)
     return "\n".join(lines)
 
+
+
+def table(pairs: pd.DataFrame, fmt: str = ".3g") -> pd.DataFrame:
+    """:func:`cam_core.evaluation.statistics.paired_table`'s output as a page shows it: per comparison the
+    metric, ``a`` and ``b``, the difference ``a - b`` as ``"d [low, high]"`` (its 95% interval), the
+    Holm-corrected p-value and the verdict; the index levels other than the row number (a chapter's
+    ``layer``, say) are kept. The means, the uncorrected p-value and the test's name stay in the saved CSV."""
+    _check(pairs)
+
+    def cell(d: float, lo: float, hi: float) -> str:
+        return f"{d:+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]" if pd.notna(d) else "–"
+
+    shown = pd.DataFrame({
+        **({"benchmark": pairs["benchmark"]} if pairs["benchmark"].nunique() > 1 else {}),
+        "metric": pairs["metric"], "a": pairs["a"], "b": pairs["b"],
+        "a - b [95% CI]": [cell(*v) for v in zip(pairs["difference"], pairs["ci_low"], pairs["ci_high"],
+                                                   strict=True)],
+        "p (Holm)": [f"{p:.2g}" if pd.notna(p) else "–" for p in pairs["p_holm"]],
+        "verdict": pairs["verdict"],
+    }, index=pairs.index)
+    if isinstance(shown.index, pd.MultiIndex):  # keep the named levels (e.g. "layer"), drop the row numbers
+        shown.index = shown.index.droplevel([i for i, n in enumerate(shown.index.names) if n is None])
+    return shown
