@@ -121,3 +121,13 @@ def test_headline_counts_per_family_never_pooled():
         ["drop", 2, 1, 1], ["insertion-deletion", 1, 1, 0], ["localization", 1, 0, 0]]
     text = claims.headline(pairs)
     assert "**drop** (AD, ADD): better in 1 of 2" in text and "not pooled" in text
+
+
+def test_a_method_the_head_does_not_admit_gets_n_a_with_a_whole_clause():
+    """CAM on a non-linear head: "n/a", and the note is the error's first clause, not cut at "e.g."."""
+    from cam_core.evaluation.randomization import _first_clause
+
+    msg = ("CAM (Zhou et al.) needs a head made of a global average pool followed by one Linear layer "
+           "(e.g. torchvision ResNet at target_layer='layer4'); this head is X. Use Grad-CAM.")
+    assert _first_clause(msg).endswith("target_layer='layer4')")
+    assert _first_clause("It failed. Use X.") == "It failed"

@@ -171,6 +171,13 @@ def class_sensitivity(model: nn.Module, layer: str, method: MethodLike, x: Tenso
     return df if per_image else df[["spearman", "ssim"]].mean().to_frame().T
 
 
+def _first_clause(message: str) -> str:
+    """An error's first clause, for a table's note: up to the first ";" or sentence end (not "e.g. ")."""
+    import re
+
+    return re.split(r";|(?<=[a-z0-9)])\.\s+(?=[A-Z])", message, maxsplit=1)[0].strip()
+
+
 def randomization_check(model: nn.Module, layer: str, methods: Sequence[MethodLike], x: Tensor,
                         target: Tensor | None = None, seed: int = 0, *, threshold: float = PASS_THRESHOLD,
                         method_kwargs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
@@ -193,7 +200,7 @@ def randomization_check(model: nn.Module, layer: str, methods: Sequence[MethodLi
         try:
             rnd = randomization(model, layer, m, x, target, "cascade", seed, layers=head, method_kwargs=kw)
         except ValueError as err:  # a method this model's head does not admit (e.g. CAM needs GAP + Linear)
-            rows.append((name, nan, nan, nan, nan, "n/a", str(err).split(";")[0].split(". ")[0]))
+            rows.append((name, nan, nan, nan, nan, "n/a", _first_clause(str(err))))
             continue
         last = rnd.iloc[-1]
         cls = class_sensitivity(model, layer, m, x, method_kwargs=kw).iloc[0]
