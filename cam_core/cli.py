@@ -28,8 +28,16 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``cam_core train: argument --benchmark: invalid choice:
+    'x' (choose from ...); see --help``), not argparse's usage block first. Sub-parsers inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cam_core", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="cam_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for mod in COMMAND_MODULES:
         try:

@@ -263,3 +263,20 @@ def test_a_submission_without_cell_ids_is_read_without_nbformat_warnings(tmp_pat
         read, why = _readable(path)
     assert why is None and read.cells[0].get("id")
     assert [str(w.message)[:60] for w in seen if "id field" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--benchmark", "nosuch"], "invalid choice: 'nosuch' (choose from 'shapes-single'"),
+    (["evaluate", "--n-images", "x"], "must be a positive integer, got 'x'"),
+    (["course", "grade"], "the following arguments are required"),
+    (["explain"], "the following arguments are required: images"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_argument_errors_are_one_line_not_a_usage_block(args, expected, capsys):
+    """argparse's own errors (a bad choice, a bad type, a missing argument), in every command and sub-command:
+    one line naming the problem and pointing to --help, exit status 2, nothing run."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(args)
+    assert stop.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert expected in line and line.endswith("--help`"), line

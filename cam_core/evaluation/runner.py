@@ -88,7 +88,10 @@ class Interrupted(KeyboardInterrupt):
 # ---- arguments ------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1 (``--n-images -5`` is an error, not "every image")."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
