@@ -141,3 +141,15 @@ def test_user_model_unchanged() -> None:
     assert {name: m.training for name, m in model.named_modules()} == flags
     for m in model.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+
+
+def test_chain_text_names_a_head_shortly() -> None:
+    """A head as a table cell shows it: the leaf modules in order, value-preserving ones left out."""
+    from torch import nn
+
+    from cam_core.model.layers import chain_text
+
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(), nn.Linear(4, 2))
+    assert chain_text(head) == "GAP→FC"
+    assert chain_text(nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))) \
+        == "avg-pool→FC→ReLU→FC"

@@ -95,7 +95,7 @@ _SHORT = {"AdaptiveAvgPool2d": "GAP", "AvgPool2d": "avg-pool", "MaxPool2d": "max
 
 
 def chain_text(module: nn.Module) -> str:
-    """The leaf modules of ``module`` in order, short (``"GAP > FC"``, ``"avg-pool > FC > ReLU > FC > ReLU >
-    FC"``): a head as a table cell shows it. Flatten, Dropout and Identity change no value and are left out."""
+    """The leaf modules of ``module`` in order, short (``"GAP→FC"``, ``"avg-pool→FC→ReLU→FC→ReLU→FC"``): a head
+    as a table cell shows it. Flatten, Dropout and Identity change no value and are left out."""
     names = [_SHORT.get(type(m).__name__, type(m).__name__) for m in module.modules() if not list(m.children())]
-    return " > ".join(n for n in names if n) or type(module).__name__
+    return "→".join(n for n in names if n) or type(module).__name__
