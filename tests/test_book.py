@@ -408,13 +408,17 @@ _MEASURE_JS = """
 window.addEventListener("load", function () { setTimeout(function () {
   var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
   var width = column.clientWidth, wide = [];
+  // a table must end inside the box that holds it (a cell's output area scrolls, and clips, what does not),
+  // and that box inside the window
   document.querySelectorAll("article table, main table").forEach(function (t, i) {
-    var w = Math.ceil(t.getBoundingClientRect().width);
-    if (w > width + 1) {
+    var box = t.closest(".cell_output, .output, .table-wrapper, section, article") || column;
+    var r = t.getBoundingClientRect(), limit = Math.min(box.getBoundingClientRect().right, window.innerWidth);
+    if (r.right > limit + 1) {
       var caption = t.caption ? t.caption.innerText : (t.querySelector("th") || t).innerText;
-      wide.push({index: i, width: w, start: caption.slice(0, 80)});
+      wide.push({index: i, width: Math.ceil(r.width), over: Math.ceil(r.right - limit), start: caption.slice(0, 80)});
     }
   });
+  var page_wider = document.documentElement.scrollWidth > window.innerWidth + 1;
   // an interval cell ("0.53 [0.26, 0.80]") broken over two lines is as unreadable as a table too wide
   var broken = [];
   document.querySelectorAll("article td").forEach(function (td) {
@@ -429,7 +433,7 @@ window.addEventListener("load", function () { setTimeout(function () {
   var out = document.createElement("pre");
   out.id = "cam-core-layout";
   out.textContent = JSON.stringify({column: width, tables: document.querySelectorAll("article table").length,
-                                    wide: wide, broken: broken.slice(0, 5),
+                                    wide: wide, page_wider: page_wider, broken: broken.slice(0, 5),
                                     n_broken: broken.length, text: column.innerText});
   document.body.appendChild(out);
 }, 500); });
@@ -468,7 +472,8 @@ def measure_layout(page: Path, workdir: Path) -> dict:
 @pytest.mark.notebooks
 def test_chapters_look_right_in_a_browser(built, tmp_path):
     """Each chapter page, opened in Chromium at 1280 x 900: every table fits the text column (no sideways
-    scrolling to read a number), no "mean [low, high]" cell is broken over two lines, and the text a reader
+    scrolling to read a number: each table ends inside the output box that holds it, and the page inside the
+    window), no "mean [low, high]" cell is broken over two lines, and the text a reader
     sees has no raw object repr. A screenshot of each
     page is taken (kept with ``CAM_CORE_SCREENSHOTS=<folder>``). Run alone with
     ``pytest tests/test_book.py -k browser`` (builds the smoke book first)."""
@@ -479,8 +484,10 @@ def test_chapters_look_right_in_a_browser(built, tmp_path):
         work.mkdir()
         layout = measure_layout(built["html"] / "notebooks" / f"{c.name}.html", work)
         assert layout["tables"] > 0, f"{c.name}: no table on the page"
-        problems += [f"{c.name}: table {t['index']} ({t['start']!r}...) is {t['width']} px wide, the column "
-                     f"{layout['column']} px" for t in layout["wide"]]
+        problems += [f"{c.name}: table {t['index']} ({t['start']!r}...) is {t['width']} px wide and ends {t['over']} "
+                     f"px beyond its box (text column {layout['column']} px)" for t in layout["wide"]]
+        if layout["page_wider"]:
+            problems.append(f"{c.name}: the page is wider than the {WINDOW[0]}-px window (it scrolls sideways)")
         if layout["n_broken"]:
             problems.append(f"{c.name}: {layout['n_broken']} interval cells are broken over two lines, e.g. "
                             f"{layout['broken']}")

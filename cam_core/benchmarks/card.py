@@ -166,7 +166,8 @@ def models_table(data_dir: Path, n_test: int | None = None, device: Any = "cpu")
 def models_text(models: Any, bar: float = 0.9) -> str:
     """Computed sentences on :func:`models_table`: the score range per recipe and architecture, and the
     spread between the seeds of each benchmark."""
-    lines = []
+    n = sorted(set(models["scored on"])) if "scored on" in models else []
+    lines = [f"Each model scored on {' or '.join(f'{k:,}' for k in n)} held-out test images."] if n else []
     for (recipe, arch), g in models.groupby(["recipe", "arch"], sort=True):
         low = g.loc[g["held-out score"].idxmin()]
         lines.append(f"`{recipe}` / `{arch}`: {len(g)} models, held-out scores {g['held-out score'].min():.4f} to "

@@ -14,7 +14,7 @@ PAPER, MEASURED = "paper", "this run"
 #: CSS of the table: cells never wrap ("[0.0, 0.0]" and "Grad-CAM" stay on one line), a smaller font
 TABLE_STYLES = [
     {"selector": "th, td", "props": [("white-space", "nowrap"), ("padding", "0.15em 0.45em")]},
-    {"selector": "", "props": [("font-size", "0.85em")]},
+    {"selector": "", "props": [("font-size", "0.8rem")]},
 ]
 
 
