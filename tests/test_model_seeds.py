@@ -143,5 +143,5 @@ def test_load_seeds_and_evaluate_seeds(tmp_path, scratch):
     assert (summary["n"] == 8).all()
     with pytest.raises(ValueError, match="model seeds"):
         cc.evaluation.evaluate_seeds([benches[0], benches[0]], methods=["Uniform"], metrics=["AD"], n_images=2)
-    with pytest.raises(ValueError, match="no shapes-single/resnet model"):
-        synthetic._load("shapes-single", data_dir=tmp_path, arch="resnet", recipe="label")
+    with pytest.raises(ValueError, match="no shapes-single/vit model"):
+        synthetic._load("shapes-single", data_dir=tmp_path, arch="vit", recipe="label")
