@@ -367,3 +367,15 @@ def test_demo_writes_a_figure(tmp_path):
     methods = [m for m in ("Grad-CAM", "LIFT-CAM") if m in cc.METHODS]
     out = run_demo(tmp_path / "demo.png", n=2, device="cpu", methods=methods)
     assert out.exists() and out.stat().st_size > 1000
+
+
+def test_compact_card_drops_only_the_models_tables_record_columns():
+    """Chapter 0's card: the models' table without params / threads / torch; the variants table whole."""
+    from cam_core.benchmarks import card
+
+    manifest = checkpoints.read_manifest(DATA)
+    full, compact = card.dataset_card(manifest, figure=None), card.dataset_card(manifest, figure=None, compact=True)
+    head = next(line for line in compact.splitlines() if line.startswith("| model |"))
+    assert "params" not in head and "threads" not in head and "torch" not in head and "sha256" in head
+    variants = [line for line in full.splitlines() if line.startswith("| variant")]
+    assert variants and variants[0] in compact

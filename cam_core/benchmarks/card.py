@@ -13,8 +13,10 @@ log = logging.getLogger(__name__)
 FIGURE = "examples.png"
 
 
-def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
-    """The markdown dataset card: what the generator draws, classes, sizes, splits, model scores."""
+def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE, compact: bool = False) -> str:
+    """The markdown dataset card: what the generator draws, classes, sizes, splits, model scores.
+    ``compact``: the models' table without the params, threads and torch columns (a page that shows the
+    parameters in its own table and the versions in its run log: chapter 0)."""
     lines = [
         f"# The embedded benchmark: generated shapes (generator v{GENERATOR_VERSION})",
         "",
@@ -83,6 +85,10 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         )
     if not manifest.get("models"):
         lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | | |")
+    if compact:  # the models' table (from its header on) without params, threads and torch
+        start = next(i for i, line in enumerate(lines) if line.startswith("| model | recipe"))
+        lines = lines[:start] + [_drop_cells(line, (6, 8, 10)) if line.startswith("|") else line
+                                 for line in lines[start:]]
     under = [k for k, r in sorted(manifest.get("models", {}).items()) if r.get("score", 1.0) < 0.9]
     if under:
         names = ", ".join(f"`{k}`" for k in under)
@@ -100,6 +106,12 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE) -> str:
         lines += ["", f"![Examples: test images with their boxes]({figure})", "",
                   f"Figure: `{figure}` (next to this card), test images of each variant with their boxes."]
     return "\n".join(lines) + "\n"
+
+
+def _drop_cells(line: str, drop: tuple[int, ...]) -> str:
+    """A markdown table line without the cells at the 0-based positions ``drop``."""
+    cells = line.strip().strip("|").split("|")
+    return "|" + "|".join(c for i, c in enumerate(cells) if i not in drop) + "|"
 
 
 def examples_figure(data_dir: str | os.PathLike[str] | None = None,
