@@ -403,7 +403,7 @@ def test_math_renders_offline_in_a_browser(built, tmp_path):
 WINDOW = (1280, 900)
 #: run in the page once it has loaded: the width of the text column, and each table wider than it, and the
 #: visible text of the article (to look for raw reprs as a reader sees them); written into the DOM as JSON
-_MEASURE_JS = """
+_MEASURE_JS = r"""
 <script>
 window.addEventListener("load", function () { setTimeout(function () {
   var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
