@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cam_core.evaluation.statistics import with_ci
 from cam_core.metrics import HIGHER_IS_BETTER, METRIC_FAMILIES
 
 _NEEDED = {"benchmark", "metric", "a", "b", "difference", "ci_low", "ci_high", "p_holm", "verdict"}
@@ -136,15 +137,10 @@ def table(pairs: pd.DataFrame, fmt: str = ".3g") -> pd.DataFrame:
     Holm-corrected p-value and the verdict; the index levels other than the row number (a chapter's
     ``layer``, say) are kept. The means, the uncorrected p-value and the test's name stay in the saved CSV."""
     _check(pairs)
-
-    def cell(d: float, lo: float, hi: float) -> str:
-        return f"{d:+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]" if pd.notna(d) else "–"
-
     shown = pd.DataFrame({
         **({"benchmark": pairs["benchmark"]} if pairs["benchmark"].nunique() > 1 else {}),
         "metric": pairs["metric"], "a": pairs["a"], "b": pairs["b"],
-        "a - b [95% CI]": [cell(*v) for v in zip(pairs["difference"], pairs["ci_low"], pairs["ci_high"],
-                                                   strict=True)],
+        "a - b [95% CI]": with_ci(pairs["difference"], pairs["ci_low"], pairs["ci_high"], f"+{fmt}"),
         "p (Holm)": [f"{p:.2g}" if pd.notna(p) else "–" for p in pairs["p_holm"]],
         "verdict": pairs["verdict"],
     }, index=pairs.index)

@@ -14,6 +14,7 @@ The caller's model is never touched: every check works on a deep copy.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -173,8 +174,6 @@ def class_sensitivity(model: nn.Module, layer: str, method: MethodLike, x: Tenso
 
 def _first_clause(message: str) -> str:
     """An error's first clause, for a table's note: up to the first ";" or sentence end (not "e.g. ")."""
-    import re
-
     return re.split(r";|(?<=[a-z0-9)])\.\s+(?=[A-Z])", message, maxsplit=1)[0].strip()
 
 
