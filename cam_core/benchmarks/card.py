@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,26 @@ from cam_core.benchmarks.generator import CLASS_NAMES, GENERATOR_VERSION, IMAGE_
 
 log = logging.getLogger(__name__)
 FIGURE = "examples.png"
+
+
+_NAN = float("nan")
+#: the card's models table: header and cell of each column, from a manifest record (``key``, ``rec``)
+_MODEL_COLUMNS: list[tuple[str, Callable[[str, dict[str, Any]], str]]] = [
+    ("model", lambda k, r: f"`{k}`"),
+    ("recipe", lambda k, r: checkpoints.record_target(r)),
+    ("metric", lambda k, r: str(r.get("metric", ""))),
+    ("held-out score", lambda k, r: f"{r.get('score', _NAN):.4f}"),
+    ("top-1 softmax > 0.99", lambda k, r: f"{r.get('share_above_0.99', _NAN):.3f}"),
+    ("ECE", lambda k, r: f"{r.get('ece', _NAN):.3f}"),
+    ("params", lambda k, r: str(r.get("params", ""))),
+    ("train time (s)", lambda k, r: f"{r.get('train_seconds', _NAN):.0f}"),
+    ("threads", lambda k, r: str(r.get("threads", ""))),
+    ("seed", lambda k, r: str(r.get("seed", ""))),
+    ("torch", lambda k, r: str(r.get("torch", ""))),
+    ("sha256 (state)", lambda k, r: f"`{str(r.get('sha256', ''))[:16]}`"),
+]
+#: columns the committed card keeps for the record and chapter 0's compact card leaves out
+_RECORD_ONLY = {"params", "threads", "torch"}
 
 
 def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE, compact: bool = False) -> str:
@@ -65,30 +86,19 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE, compact:
         "`<variant>-vgg-seed<k>.pt`, seed 0 without the suffix), each seed's `shapes-multi` model from a "
         "random start and its `shapes-single` and `shapes-clutter` models fine-tuned from it. **evidence** "
         "(benchmark v4's six models, files `<variant>-<arch>-evidence.pt`; the ablation of chapter 4, and "
-        "the stem issue 24's ViT starts from): on a share of each batch a mask toward black of the kinds the metrics apply "
+        "the stem issue 24's ViT starts from): on a share of each batch a mask toward black of the kinds "
+        "the metrics apply "
         "(smooth, constant, random rectangle, per-pixel noise, an object's box kept or removed), with a "
         "target that follows the evidence the mask left over the object's ground-truth box, so the boxes "
         "are in the target. Load one with `cc.benchmarks.load(name, arch=..., model_seed=k, recipe=...)`.",
         "",
-        "| model | recipe | metric | held-out score | top-1 softmax > 0.99 | ECE | params | train time (s) "
-        "| threads | seed | torch | sha256 (state) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    nan = float("nan")
+    columns = [(h, cell) for h, cell in _MODEL_COLUMNS if not (compact and h in _RECORD_ONLY)]
+    lines += ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     for key, rec in sorted(manifest.get("models", {}).items()):
-        lines.append(
-            f"| `{key}` | {checkpoints.record_target(rec)} | {rec.get('metric', '')} | {rec.get('score', nan):.4f} "
-            f"| {rec.get('share_above_0.99', nan):.3f} | {rec.get('ece', nan):.3f} "
-            f"| {rec.get('params', '')} | {rec.get('train_seconds', nan):.0f} "
-            f"| {rec.get('threads', '')} | {rec.get('seed', '')} "
-            f"| {rec.get('torch', '')} | `{str(rec.get('sha256', ''))[:16]}` |"
-        )
+        lines.append("| " + " | ".join(cell(key, rec) for _, cell in columns) + " |")
     if not manifest.get("models"):
-        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) | | | | | | | | | | | |")
-    if compact:  # the models' table (from its header on) without params, threads and torch
-        start = next(i for i, line in enumerate(lines) if line.startswith("| model | recipe"))
-        lines = lines[:start] + [_drop_cells(line, (6, 8, 10)) if line.startswith("|") else line
-                                 for line in lines[start:]]
+        lines.append(f"| (no model trained yet: {checkpoints.RETRAIN}) |" + " |" * (len(columns) - 1))
     under = [k for k, r in sorted(manifest.get("models", {}).items()) if r.get("score", 1.0) < 0.9]
     if under:
         names = ", ".join(f"`{k}`" for k in under)
@@ -106,12 +116,6 @@ def dataset_card(manifest: dict[str, Any], figure: str | None = FIGURE, compact:
         lines += ["", f"![Examples: test images with their boxes]({figure})", "",
                   f"Figure: `{figure}` (next to this card), test images of each variant with their boxes."]
     return "\n".join(lines) + "\n"
-
-
-def _drop_cells(line: str, drop: tuple[int, ...]) -> str:
-    """A markdown table line without the cells at the 0-based positions ``drop``."""
-    cells = line.strip().strip("|").split("|")
-    return "|" + "|".join(c for i, c in enumerate(cells) if i not in drop) + "|"
 
 
 def examples_figure(data_dir: str | os.PathLike[str] | None = None,

@@ -28,7 +28,7 @@ from cam_core.benchmarks import nets
 from cam_core.benchmarks.generator import CLASS_NAMES, GENERATOR_VERSION, IMAGE_SIZE, fingerprint
 
 CHECKPOINT_VERSION = 3  # bump when nets' architectures change (v3: VGG16-like head, 128 maps, issue 11)
-RETRAIN = "`python -m cam_core train --all --jobs 2` (or `make models`; the nine label-recipe and six evidence-recipe models, about an hour on 2 CPU cores)"
+RETRAIN = "`python -m cam_core train --all --jobs 2` (or `make models`; the twelve label-recipe CNNs, the six evidence-recipe CNNs and the small ViT, about an hour and a half on 2 CPU cores)"
 
 
 class CheckpointVersionError(ValueError):
