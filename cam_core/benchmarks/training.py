@@ -63,33 +63,36 @@ class TrainConfig:
 # model from a random start (2-3 labelled objects per image: the most labels per step; a single-label
 # model from a random start stays at chance level for hundreds of steps), its shapes-single and
 # shapes-clutter models fine-tuned from it (the same 12 classes): no weight ever saw a box. Sized to the
-# CPU budget of the session that trained them (9 models, 2 jobs of 1 thread on a shared 2-core machine):
-# measured times are in data/models/CARD.md.
+# CPU budget of the session that trained them (9 VGG-style models, 2 jobs of 1 thread on a shared 2-core
+# machine; the 3 ResNet-style ones took 8 min in all on a quiet one): times in data/models/CARD.md.
 _LABEL = TrainConfig(epochs=18, batch_size=64, lr=3e-3, mask_share=0.0, mask_ramp=0.0)
 _LABEL_FINE_TUNE = TrainConfig(epochs=6, batch_size=64, lr=1.5e-3, mask_share=0.0, mask_ramp=0.0)
 _LABEL_SINGLE = replace(_LABEL_FINE_TUNE, epochs=3)  # one object per image: the easy one
-CONFIGS: dict[tuple[str, str], TrainConfig] = {
-    ("shapes-multi", "vgg"): _LABEL,
-    ("shapes-single", "vgg"): replace(_LABEL_SINGLE, init="shapes-multi-vgg"),
-    ("shapes-clutter", "vgg"): replace(_LABEL_FINE_TUNE, init="shapes-multi-vgg"),
-    # the ResNet-style models (Table 2's linear head, chapter 3) with the same recipe, one seed
-    ("shapes-multi", "resnet"): _LABEL,
-    ("shapes-single", "resnet"): replace(_LABEL_SINGLE, init="shapes-multi-resnet"),
-    ("shapes-clutter", "resnet"): replace(_LABEL_FINE_TUNE, init="shapes-multi-resnet"),
-}
+
+
+def _family(archs: tuple[str, ...], from_scratch: TrainConfig, single: TrainConfig,
+            clutter: TrainConfig) -> dict[tuple[str, str], TrainConfig]:
+    """Per architecture: its shapes-multi model from ``from_scratch``, its shapes-single and shapes-clutter
+    models fine-tuned from that one (``single``, ``clutter`` with ``init`` set)."""
+    out: dict[tuple[str, str], TrainConfig] = {}
+    for arch in archs:
+        out[("shapes-multi", arch)] = from_scratch
+        out[("shapes-single", arch)] = replace(single, init=f"shapes-multi-{arch}")
+        out[("shapes-clutter", arch)] = replace(clutter, init=f"shapes-multi-{arch}")
+    return out
+
+
+# the VGG-style models (Tables 3-5, three seeds) and the ResNet-style ones (Table 2's linear head, one seed)
+CONFIGS: dict[tuple[str, str], TrainConfig] = _family(("vgg", "resnet"), _LABEL, _LABEL_SINGLE,
+                                                      _LABEL_FINE_TUNE)
 # The evidence recipe: benchmark v4's six models, kept (bit for bit, renamed `<variant>-<arch>-evidence.pt`)
-# as the ablation of chapter 4 (and the ResNet stem the ViT starts from). Each architecture trained from a random start on
-# shapes-multi, the other two fine-tuned from it. Measured (1 thread each, `--jobs 2`, quiet machine):
-# 21 + 13 min from scratch, 3-6 min per fine-tune, 31 min in all.
+# as the ablation of chapter 4 (and the ResNet stem the ViT starts from). Each architecture trained from a
+# random start on shapes-multi, the other two fine-tuned from it. Measured (1 thread each, `--jobs 2`, quiet
+# machine): 21 + 13 min from scratch, 3-6 min per fine-tune, 31 min in all.
 _FINE_TUNE = TrainConfig(epochs=10, batch_size=64, lr=1.5e-3, mask_share=0.4, mask_ramp=0.0, target="evidence")
 _FROM_SCRATCH = TrainConfig(epochs=36, batch_size=64, lr=3e-3, mask_share=0.4, target="evidence")
 EVIDENCE_CONFIGS: dict[tuple[str, str], TrainConfig] = {
-    ("shapes-multi", "vgg"): _FROM_SCRATCH,
-    ("shapes-single", "vgg"): replace(_FINE_TUNE, init="shapes-multi-vgg"),
-    ("shapes-clutter", "vgg"): replace(_FINE_TUNE, init="shapes-multi-vgg"),
-    ("shapes-multi", "resnet"): _FROM_SCRATCH,
-    ("shapes-single", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
-    ("shapes-clutter", "resnet"): replace(_FINE_TUNE, init="shapes-multi-resnet"),
+    **_family(("vgg", "resnet"), _FROM_SCRATCH, _FINE_TUNE, _FINE_TUNE),
     # issue 24's small ViT (nets.ShapesViT), from scratch, single-label only: `train --benchmark shapes-single
     # --arch vit`, in `train --all` with the evidence recipe: its masks are v4's, so it is no label-recipe model)
     ("shapes-single", "vit"): TrainConfig(epochs=3, batch_size=64, lr=2e-3, mask_share=0.4, target="evidence",
