@@ -405,38 +405,48 @@ WINDOW = (1280, 900)
 #: visible text of the article (to look for raw reprs as a reader sees them); written into the DOM as JSON
 _MEASURE_JS = r"""
 <script>
-window.addEventListener("load", function () { setTimeout(function () {
-  var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
-  var width = column.clientWidth, wide = [];
-  // a table must end inside the box that holds it (a cell's output area scrolls, and clips, what does not),
-  // and that box inside the window
-  document.querySelectorAll("article table, main table").forEach(function (t, i) {
-    var box = t.closest(".cell_output, .output, .table-wrapper, section, article") || column;
-    var r = t.getBoundingClientRect(), limit = Math.min(box.getBoundingClientRect().right, window.innerWidth);
-    if (r.right > limit + 1) {
-      var caption = t.caption ? t.caption.innerText : (t.querySelector("th") || t).innerText;
-      wide.push({index: i, width: Math.ceil(r.width), over: Math.ceil(r.right - limit), start: caption.slice(0, 80)});
-    }
-  });
-  var page_wider = document.documentElement.scrollWidth > window.innerWidth + 1;
-  // an interval cell ("0.53 [0.26, 0.80]") broken over two lines is as unreadable as a table too wide
-  var broken = [];
-  document.querySelectorAll("article td").forEach(function (td) {
-    var text = td.innerText.trim();
-    if (/^\S+ \[\S+, \S+\]$/.test(text)) {
-      var line = parseFloat(getComputedStyle(td).lineHeight) || 1.2 * parseFloat(getComputedStyle(td).fontSize);
-      var range = document.createRange();
-      range.selectNodeContents(td);
-      if (range.getClientRects().length > 1 || range.getBoundingClientRect().height > 1.5 * line) broken.push(text);
-    }
-  });
+(function () {
+var done = false;
+function measure() {
+  if (done) return;
+  done = true;
   var out = document.createElement("pre");
   out.id = "cam-core-layout";
-  out.textContent = JSON.stringify({column: width, tables: document.querySelectorAll("article table").length,
-                                    wide: wide, page_wider: page_wider, broken: broken.slice(0, 5),
-                                    n_broken: broken.length, text: column.innerText});
+  try {
+    var column = document.querySelector("article.bd-article") || document.querySelector("main") || document.body;
+    var width = column.clientWidth, wide = [];
+    // a table must end inside the box that holds it (a cell's output area scrolls, and clips, what does not),
+    // and that box inside the window
+    document.querySelectorAll("article table, main table").forEach(function (t, i) {
+      var box = t.closest(".cell_output, .output, .table-wrapper, section, article") || column;
+      var r = t.getBoundingClientRect(), limit = Math.min(box.getBoundingClientRect().right, window.innerWidth);
+      if (r.right > limit + 1) {
+        var caption = t.caption ? t.caption.innerText : (t.querySelector("th") || t).innerText;
+        wide.push({index: i, width: Math.ceil(r.width), over: Math.ceil(r.right - limit), start: caption.slice(0, 80)});
+      }
+    });
+    var page_wider = document.documentElement.scrollWidth > window.innerWidth + 1;
+    // an interval cell ("0.53 [0.26, 0.80]") broken over two lines is as unreadable as a table too wide
+    var broken = [];
+    document.querySelectorAll("article td").forEach(function (td) {
+      var text = td.innerText.trim();
+      if (/^\S+ \[\S+, \S+\]$/.test(text)) {
+        var line = parseFloat(getComputedStyle(td).lineHeight) || 1.2 * parseFloat(getComputedStyle(td).fontSize);
+        var range = document.createRange();
+        range.selectNodeContents(td);
+        if (range.getClientRects().length > 1 || range.getBoundingClientRect().height > 1.5 * line) broken.push(text);
+      }
+    });
+    out.textContent = JSON.stringify({column: width, tables: document.querySelectorAll("article table").length,
+                                      wide: wide, page_wider: page_wider, broken: broken.slice(0, 5),
+                                      n_broken: broken.length, text: column.innerText});
+  } catch (e) { out.textContent = JSON.stringify({error: String(e)}); }  // say why, not "did not run"
   document.body.appendChild(out);
-}, 500); });
+}
+window.addEventListener("load", function () { setTimeout(measure, 500); });
+// a resource that is slow to load (a font, MathJax on a busy machine) must not keep the probe from running
+setTimeout(measure, 10000);
+})();
 </script>
 """
 
@@ -452,21 +462,31 @@ def measure_layout(page: Path, workdir: Path) -> dict:
         render_offline(page, workdir)  # skips with the reason
     probe = page.with_name(f"_layout_{page.name}")  # beside the page: its relative links still resolve
     probe.write_text(page.read_text().replace("</body>", _MEASURE_JS + "</body>"))
+    size = f"--window-size={WINDOW[0]},{WINDOW[1]}"
     try:
-        size = f"--window-size={WINDOW[0]},{WINDOW[1]}"
-        dom = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir / 'profile'}", size,
-                              "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
-                             capture_output=True, text=True, timeout=120)
-        assert dom.returncode == 0, dom.stderr[-2000:]
+        # Chromium on a loaded 2-core machine now and then dumps the DOM before the page's timers ran: try
+        # again (a fresh profile each time) before calling the page broken, and say what came back
+        tries = []
+        for attempt in range(3):
+            dom = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir / f'profile{attempt}'}",
+                                  size, "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
+                                 capture_output=True, text=True, timeout=120)
+            assert dom.returncode == 0, dom.stderr[-2000:]
+            found = re.search(r'<pre id="cam-core-layout">(.*?)</pre>', dom.stdout, flags=re.S)
+            if found:
+                break
+            tries.append(f"try {attempt + 1}: {len(dom.stdout)} characters of DOM, "
+                         f"{'with' if '</html>' in dom.stdout else 'without'} </html>; stderr: {dom.stderr[-300:]!r}")
         shot = subprocess.run([browser, *OFFLINE_CHROMIUM, f"--user-data-dir={workdir / 'profile'}", size,
                                "--virtual-time-budget=20000", f"--screenshot={workdir / (page.stem + '.png')}",
                                page.as_uri()], capture_output=True, text=True, timeout=120)
         assert shot.returncode == 0, shot.stderr[-2000:]
     finally:
         probe.unlink()
-    found = re.search(r'<pre id="cam-core-layout">(.*?)</pre>', dom.stdout, flags=re.S)
-    assert found, f"{page.name}: the layout probe did not run"
-    return json.loads(html.unescape(found.group(1)))
+    assert found, f"{page.name}: the layout probe did not run in 3 tries:\n" + "\n".join(tries)
+    layout = json.loads(html.unescape(found.group(1)))
+    assert "error" not in layout, f"{page.name}: the layout probe failed: {layout['error']}"
+    return layout
 
 
 @pytest.mark.notebooks
