@@ -5,6 +5,7 @@ summary with intervals and both files' absolute paths; result files are readable
 from __future__ import annotations
 
 import ast
+import contextlib
 import logging
 import os
 import shutil
@@ -209,10 +210,14 @@ def test_an_empty_note_shows_nothing(monkeypatch):
 
 
 # ---- no warning noise from the kernels we start ---------------------------------------------------
-def test_kernels_run_over_unix_sockets():
-    config = book.kernel_config()
+def test_kernels_run_over_unix_sockets_in_a_private_folder():
+    with book.kernel_config() as config:
+        if os.name == "posix":
+            assert config.KernelManager.transport == "ipc"
+            folder = Path(config.KernelManager.ip).parent
+            assert folder.is_dir() and folder.stat().st_mode & 0o077 == 0  # nobody else can reach the sockets
     if os.name == "posix":
-        assert config.KernelManager.transport == "ipc"
+        assert not folder.exists()  # removed afterwards
 
 
 @pytest.mark.notebooks
@@ -225,12 +230,15 @@ def test_an_executed_notebook_prints_no_tcp_warning(tmp_path, capfd):
     source = tmp_path / "01_tiny.ipynb"
     nbformat.write(nb, source)
     out = tmp_path / "out.ipynb"
-    with book.this_python_kernel(tmp_path):
+    here = tmp_path / "here"  # the folder the build is started from: no socket files are left in it
+    here.mkdir()
+    with book.this_python_kernel(tmp_path), contextlib.chdir(here):
         book.execute_chapter(book.Chapter("01", "01_tiny", source), out, {"X": 2}, cwd=tmp_path,
                              progress=False)
     assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "3\n"
     captured = capfd.readouterr()
     assert "without encryption" not in captured.out + captured.err
+    assert list(here.iterdir()) == [], "the kernel left files where the build was started"
 
 
 # ---- make lab in an existing environment ----------------------------------------------------------

@@ -152,21 +152,28 @@ def this_python_kernel(build_dir: Path) -> Iterator[None]:
 _SOCKET_PATH_MAX = 100
 
 
-def kernel_config() -> Any:
-    """Settings of the kernels we start (chapters here, graded notebooks in :mod:`cam_core.book.course`):
-    the kernel talks to us over Unix sockets (``KernelManager.transport = "ipc"``) instead of TCP ports
-    on localhost, so nothing listens on the network and ipykernel has no reason to warn that "Kernel is
-    running over TCP without encryption". TCP (empty settings) where Unix sockets are not available or
-    their path would be too long."""
-    from jupyter_core.paths import jupyter_runtime_dir
+@contextlib.contextmanager
+def kernel_config() -> Iterator[Any]:
+    """Settings of the kernel a chapter runs in: it talks to us over Unix sockets
+    (``KernelManager.transport = "ipc"``) instead of TCP ports on localhost, so nothing listens on the network and ipykernel has no reason to warn that "Kernel is
+    running over TCP without encryption". The sockets live in a private folder of their own (mode 0700,
+    removed afterwards): jupyter_client's default would put ``kernel-ipc-<n>`` in the current folder,
+    where they are left behind and two builds started in one folder take each other's sockets. TCP
+    (empty settings) where Unix sockets are not available or their path would be too long."""
+    import tempfile
+
     from traitlets.config import Config
 
     config = Config()
-    # <runtime dir>/kernel-<uuid>-ipc-<n>: the socket files sit beside the connection file
-    longest = len(os.path.join(jupyter_runtime_dir(), "kernel-" + "0" * 36 + "-ipc-99"))
-    if os.name == "posix" and longest <= _SOCKET_PATH_MAX:
-        config.KernelManager.transport = "ipc"
-    return config
+    folder = tempfile.mkdtemp(prefix="cam_core-kernel-") if os.name == "posix" else None
+    try:
+        if folder is not None and len(os.path.join(folder, "kernel-99")) <= _SOCKET_PATH_MAX:
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = os.path.join(folder, "kernel")  # sockets <folder>/kernel-<n>
+        yield config
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], cwd: Path,
@@ -181,9 +188,9 @@ def execute_chapter(chapter: Chapter, output: Path, parameters: dict[str, Any], 
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(chapter.source), str(output), parameters=parameters, kernel_name="python3",
-                            progress_bar=progress, cwd=str(cwd), execution_timeout=timeout,
-                            config=kernel_config())
+        with kernel_config() as config:
+            pm.execute_notebook(str(chapter.source), str(output), parameters=parameters, kernel_name="python3",
+                                progress_bar=progress, cwd=str(cwd), execution_timeout=timeout, config=config)
     except PapermillExecutionError as err:
         raise BookError(f"chapter {chapter.name} failed in cell {err.exec_count} "
                         f"({err.ename}: {err.evalue}).\nThe executed notebook with the full traceback: "
