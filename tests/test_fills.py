@@ -2,6 +2,7 @@
 on inputs with known answers."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from closed_form import MeanLinear
@@ -250,3 +251,33 @@ def test_fill_table_verdicts_and_rank_agreement(tmp_path):
     zero = table[table["fill"] == "zero"]
     assert (zero["tau_vs_zero"] == 1.0).all()
     assert set(table["Grad-CAM"]) <= {"better", "worse", "≈"} and set(table["rank"]) <= {1, 2, 3}
+
+
+def test_fill_table_pools_independently_trained_models(tmp_path):
+    """Several trained models (seeds): a model_seed column, means that average the models' means, and
+    hierarchical verdicts; the same table's shape as with one model."""
+    from cam_core.evaluation import fill_sensitivity as FS
+
+    first, second = TinyBench(), TinyBench()
+    first.model_seed, second.model_seed = 0, 1
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in second.model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    first.model_id, second.model_id = "tiny:seed0", "tiny:seed1"  # the evaluation cache tells them apart
+    run = dict(fills=("zero", "road"), n_images=4, steps=4, batch_size=2, cache=tmp_path)
+    runs = FS.fill_runs([first, second], ["Grad-CAM", "LIFT-CAM", "Uniform"], **run)
+    assert sorted(runs["model_seed"].unique()) == [0, 1]
+    one = FS.fill_runs(first, ["Grad-CAM", "LIFT-CAM", "Uniform"], **run)
+    assert "model_seed" not in one.columns
+    pd.testing.assert_frame_equal(runs[runs["model_seed"] == 0].drop(columns="model_seed").reset_index(drop=True),
+                                  one.reset_index(drop=True))  # the first model's rows are its own run
+    table = FS.fill_table(runs)
+    assert list(table["fill"]) == ["zero", "zero", "road", "road"]
+    assert (table[table["fill"] == "zero"]["tau_vs_zero"] == 1.0).all()
+    assert set(table["Grad-CAM"]) <= {"better", "worse", "≈"}
+    per_model = runs.groupby(["fill", "metric", "method", "model_seed"])["value"].mean()
+    pooled = per_model.groupby(level=["fill", "metric", "method"]).mean()
+    ins = pooled.loc[("zero", "insertion")]
+    want_rank = int(list(ins.sort_values(ascending=False).index).index("LIFT-CAM")) + 1
+    assert table[(table["fill"] == "zero") & (table["metric"] == "insertion")]["rank"].item() == want_rank

@@ -145,3 +145,17 @@ def test_load_seeds_and_evaluate_seeds(tmp_path, scratch):
         cc.evaluation.evaluate_seeds([benches[0], benches[0]], methods=["Uniform"], metrics=["AD"], n_images=2)
     with pytest.raises(ValueError, match="no shapes-single/vit model"):
         synthetic._load("shapes-single", data_dir=tmp_path, arch="vit", recipe="label")
+
+
+def test_load_seeds_without_seeds_loads_the_shipped_models_and_trains_nothing():
+    """``model_seeds=None``: the seeds :data:`training.MODEL_SEEDS` ships for the architecture and recipe
+    (0, 1, 2 for the VGG-style label models; 0 for the others and for a real benchmark)."""
+    from cam_core.benchmarks.base import _shipped_seeds
+
+    assert _shipped_seeds("shapes-clutter", "vgg", None) == training.MODEL_SEEDS[("vgg", "label")] == (0, 1, 2)
+    assert _shipped_seeds("shapes-clutter", "vgg", "evidence") == (0,)
+    assert _shipped_seeds("shapes-multi", "resnet", None) == (0,)
+    assert _shipped_seeds("imagenet", "vgg16", None) == (0,)
+    benches = cc.benchmarks.load_seeds("shapes-single", model_seeds=None, arch="resnet", device="cpu",
+                                       train_if_missing=False)
+    assert [b.model_seed for b in benches] == [0]

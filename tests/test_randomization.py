@@ -73,6 +73,61 @@ def test_a_head_independent_map_is_unchanged_by_a_random_head():
         cc.sanity.randomization(model, "3", "Grad-CAM", X, mode="top")
 
 
+def test_the_pass_fail_table_has_intervals_and_pools_independently_trained_models():
+    model = tiny()
+    torch.manual_seed(5)
+    other = tiny()  # a second "seed": same architecture, other weights
+    for p in other.parameters():
+        p.data += 0.2 * torch.randn_like(p)
+    one = cc.sanity.randomization_check(model, "3", [SumOfMaps, "Grad-CAM"], X).set_index("method")
+    two = cc.sanity.randomization_check([model, other], "3", [SumOfMaps, "Grad-CAM"], X).set_index("method")
+    for t, n in ((one, 1), (two, 2)):
+        assert (t["n_models"] == n).all()
+        for metric in cc.sanity.CHECK_METRICS:
+            low, mean, high = t[f"{metric}_low"], t[metric], t[f"{metric}_high"]
+            assert (low <= mean + 1e-12).all() and (mean <= high + 1e-12).all()
+    # a head-independent map: identical on every model, whatever the head; decided, and fails on both models
+    assert two.loc["SumOfMaps", "spearman_head_low"] == pytest.approx(1.0)
+    assert two.loc["SumOfMaps", "randomization"] == "fail" and bool(two.loc["SumOfMaps", "decided"])
+    assert two.loc["SumOfMaps", "models_failing"] == 2
+    # the pooled mean is the average of the models' own means
+    per = cc.sanity.randomization_check([model, other], "3", ["Grad-CAM"], X, per_image=True)
+    assert set(per.columns) == {"model_seed", "method", "image", "metric", "value"}
+    own = per[per["metric"] == "spearman_head"].groupby("model_seed")["value"].mean()
+    assert two.loc["Grad-CAM", "spearman_head"] == pytest.approx(own.mean())
+    assert one.loc["Grad-CAM", "spearman_head"] == pytest.approx(own.loc[0])
+    # decided: the interval lies on the verdict's side of the threshold
+    for r in two.itertuples():
+        side = r.spearman_head_high < 0.5 if r.randomization == "pass" else r.spearman_head_low >= 0.5
+        assert bool(r.decided) == bool(side)
+    # the book's rendering: one "mean [low, high]" cell per similarity; "?" marks a verdict not decided
+    shown = cc.sanity.check_display(two.reset_index())
+    assert list(shown.columns) == ["method", "Spearman, random head", "SSIM, random head",
+                                   "Spearman, two classes", "SSIM, two classes", "models failing", "verdict"]
+    assert shown.loc[0, "models failing"] == "2 of 2" and shown.loc[0, "verdict"] == "fail"
+    assert shown["Spearman, random head"].str.fullmatch(r"-?\d\.\d\d \[-?\d\.\d\d, -?\d\.\d\d\]").all()
+    means_only = cc.sanity.randomization_check(model, "3", ["Grad-CAM"], X, ci=None)
+    assert means_only["decided"].isna().all() and means_only["spearman_head_low"].isna().all()
+    with pytest.raises(ValueError, match="no model given"):
+        cc.sanity.randomization_check([], "3", ["Grad-CAM"], X)
+
+
+def test_randomization_statements_say_what_the_intervals_decide():
+    t = pd.DataFrame({"method": ["A", "B", "C", "D"], "spearman_head": [0.9, 0.1, 0.45, float("nan")],
+                      "spearman_head_low": [0.8, 0.0, 0.3, float("nan")],
+                      "spearman_head_high": [0.95, 0.2, 0.6, float("nan")], "n_models": [3, 3, 3, 3],
+                      "models_failing": pd.array([3, 0, 1, pd.NA], dtype="Int64"),
+                      "randomization": ["fail", "pass", "pass", "n/a"],
+                      "decided": pd.array([True, True, False, pd.NA], dtype="boolean"),
+                      "note": ["", "", "", "needs a linear head"]})
+    t.attrs["threshold"] = 0.5
+    text = sanity.statements(randomization_table=t)
+    assert "**Fail the model-randomization check**" in text and "A (0.90 [0.80, 0.95], 3 of 3 models)" in text
+    assert "Pass (the whole interval below 0.5): B" in text
+    assert "Too close to call" in text and "C (0.45 [0.30, 0.60], 1 of 3 models)" in text
+    assert "D (needs a linear head)" in text
+
+
 def test_class_sensitivity_compares_two_classes_of_one_image():
     model = tiny()
     per = cc.sanity.class_sensitivity(model, "3", "Grad-CAM", X, per_image=True)

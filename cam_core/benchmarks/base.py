@@ -212,12 +212,16 @@ def load(name: str, data_dir: str | None = None, device: str | torch.device = "a
     return factory(data_dir=data_dir, device=resolve_device(device), **kwargs)
 
 
-def load_seeds(name: str, model_seeds: Sequence[int] | str = (0, 1, 2), data_dir: str | None = None,
+def load_seeds(name: str, model_seeds: Sequence[int] | str | None = (0, 1, 2), data_dir: str | None = None,
                device: str | torch.device = "auto", **kwargs: Any) -> list[Benchmark]:
     """:func:`load` once per trained model: ``[load(name, model_seed=k, ...) for k in model_seeds]``
     (``model_seeds`` a sequence or a comma-separated string such as ``"0,1,2"``), for
-    :func:`cam_core.evaluation.evaluate_seeds`. A benchmark with one published model (the real ones)
-    takes ``model_seeds=(0,)`` only."""
+    :func:`cam_core.evaluation.evaluate_seeds`. ``model_seeds=None``: the seeds the repository ships for
+    this architecture and recipe (``arch`` and ``recipe`` in ``kwargs``; 0, 1, 2 for the VGG-style
+    label-recipe models, 0 for the others), so nothing is trained. A benchmark with one published model
+    (the real ones) takes ``model_seeds=(0,)`` only."""
+    if model_seeds is None:
+        model_seeds = _shipped_seeds(name, kwargs.get("arch", "vgg"), kwargs.get("recipe"))
     seeds = [int(k) for k in (model_seeds.split(",") if isinstance(model_seeds, str) else model_seeds)]
     if not seeds:
         raise ValueError("model_seeds is empty: pass e.g. (0, 1, 2) or '0,1,2'")
@@ -227,3 +231,14 @@ def load_seeds(name: str, model_seeds: Sequence[int] | str = (0, 1, 2), data_dir
             raise ValueError(f"{name!r} has one trained model (its publisher's): use model_seeds=(0,)")
         return [load(name, data_dir=data_dir, device=device, **kwargs)]
     return [load(name, data_dir=data_dir, device=device, model_seed=k, **kwargs) for k in seeds]
+
+def _shipped_seeds(name: str, arch: str, recipe: str | None) -> tuple[int, ...]:
+    """The model seeds shipped for ``name``'s ``arch`` models of ``recipe`` (None: its default recipe):
+    :data:`cam_core.benchmarks.training.MODEL_SEEDS`; ``(0,)`` for a benchmark that is not the embedded one."""
+    _load_providers()
+    if name not in _REGISTRY or not _REGISTRY[name].factory.startswith("cam_core.benchmarks.synthetic:"):
+        return (0,)
+    from cam_core.benchmarks import training
+
+    recipe = training.default_recipe(name, arch) if recipe is None else recipe
+    return training.MODEL_SEEDS.get((arch, recipe), (0,))

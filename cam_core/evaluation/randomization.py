@@ -7,7 +7,8 @@ time (``"cascade"``: the figure people know) or one at a time (``"independent"``
 randomized model's maps against the original ones (Spearman rank correlation and SSIM,
 :mod:`cam_core.metrics.maps`). :func:`class_sensitivity` compares the maps of two classes of one
 image: a map that does not change with the class explains the image, not the decision.
-:func:`randomization_check` turns both into the pass/fail table of the sanity chapter.
+:func:`randomization_check` turns both into the pass/fail table of the sanity chapter, with intervals
+over the images (and over independently trained models when given several) and a three-way verdict.
 
 The caller's model is never touched: every check works on a deep copy.
 """
@@ -177,35 +178,120 @@ def _first_clause(message: str) -> str:
     return re.split(r";|(?<=[a-z0-9)])\.\s+(?=[A-Z])", message, maxsplit=1)[0].strip()
 
 
-def randomization_check(model: nn.Module, layer: str, methods: Sequence[MethodLike], x: Tensor,
-                        target: Tensor | None = None, seed: int = 0, *, threshold: float = PASS_THRESHOLD,
-                        method_kwargs: dict[str, dict[str, Any]] | None = None) -> pd.DataFrame:
-    """The pass/fail table: per method, the similarity of its maps after re-initialising the whole head
-    (every layer above ``layer``, a cascade from the logits down) and between two classes.
+#: the four similarities of the pass/fail table, in its column order
+CHECK_METRICS = ("spearman_head", "ssim_head", "spearman_class", "ssim_class")
 
-    Returns ``method, spearman_head, ssim_head, spearman_class, ssim_class, randomization`` where
-    ``randomization`` is ``"pass"`` when the head-randomized maps' mean Spearman correlation with the
-    original ones is below ``threshold`` (the maps depend on the weights that make the decision) and
-    ``"fail"`` otherwise; ``"n/a"`` (with the reason in ``note``) for a method the model does not admit
-    (CAM needs a global-average-pool + Linear head)."""
+
+def _method_name(method: MethodLike) -> str:
+    if isinstance(method, str):
+        return method
+    return getattr(method, "name", getattr(method, "__name__", str(method)))
+
+
+def _check_rows(model: nn.Module, layer: str, method: MethodLike, x: Tensor, target: Tensor | None, seed: int,
+                kw: dict[str, Any] | None) -> pd.DataFrame:
+    """One model's per-image similarities for one method: ``image, metric, value`` (the four of
+    :data:`CHECK_METRICS`)."""
     head = head_layers(model, layer)
-    if not head:
+    rnd = randomization(model, layer, method, x, target, "cascade", seed, layers=head, per_image=True,
+                        method_kwargs=kw)
+    last = rnd[rnd["step"] == rnd["step"].max()]  # the whole head re-initialised
+    cls = class_sensitivity(model, layer, method, x, per_image=True, method_kwargs=kw)
+    parts = [pd.DataFrame({"image": frame["image"].to_numpy(), "metric": f"{value}_{what}",
+                           "value": frame[value].to_numpy(float)})
+             for what, frame in (("head", last), ("class", cls)) for value in ("spearman", "ssim")]
+    return pd.concat(parts, ignore_index=True)
+
+
+def randomization_check(model: nn.Module | Sequence[nn.Module], layer: str, methods: Sequence[MethodLike],
+                        x: Tensor, target: Tensor | None = None, seed: int = 0, *,
+                        threshold: float = PASS_THRESHOLD,
+                        method_kwargs: dict[str, dict[str, Any]] | None = None, ci: float | None = 0.95,
+                        per_image: bool = False) -> pd.DataFrame:
+    """The pass/fail table: per method, the similarity of its maps after re-initialising the whole head
+    (every layer above ``layer``, a cascade from the logits down) and between two classes, with intervals.
+
+    Args:
+        model: the classifier, or several independently trained ones (model seeds; same architecture,
+            same ``layer``), each explained on the same images ``x`` (its own top-1 class unless
+            ``target``).
+        ci: the intervals' coverage: a bootstrap over the images, or with several models a hierarchical
+            bootstrap (models, then images; :func:`cam_core.evaluation.statistics.summarize`). None: means
+            only.
+        per_image: return the tidy per-image frame (``model_seed, method, image, metric, value``) instead.
+
+    Returns:
+        ``method``, then for each of ``spearman_head, ssim_head, spearman_class, ssim_class`` its mean
+        (the average of the models' means) and ``<name>_low`` / ``<name>_high``; ``n_models``,
+        ``models_failing`` (models whose own mean ``spearman_head`` is at least ``threshold``),
+        ``randomization``, ``decided`` and ``note``. ``randomization`` is ``"pass"`` when the mean
+        ``spearman_head`` is below ``threshold`` (the maps depend on the weights that make the decision) and
+        ``"fail"`` otherwise; ``decided`` says whether its whole interval lies on that side of ``threshold``
+        (False: more images or models are needed to call it; NA without ``ci``). ``"n/a"`` (with the
+        reason in ``note``) for a method the model does not admit (CAM needs a global-average-pool +
+        Linear head).
+    """
+    from cam_core.evaluation.statistics import summarize
+
+    models = [model] if isinstance(model, nn.Module) else list(model)
+    if not models:
+        raise ValueError("no model given: pass a classifier or a list of independently trained ones")
+    if not head_layers(models[0], layer):
         raise ValueError(f"no layer with parameters above {layer!r}: nothing to randomize in the head")
-    rows = []
-    nan = float("nan")
+    tidy, notes = [], {}
     for m in methods:
-        name = m if isinstance(m, str) else getattr(m, "name", getattr(m, "__name__", str(m)))
+        name = _method_name(m)
         kw = (method_kwargs or {}).get(name)
         try:
-            rnd = randomization(model, layer, m, x, target, "cascade", seed, layers=head, method_kwargs=kw)
+            tidy += [_check_rows(mdl, layer, m, x, target, seed, kw).assign(model_seed=k, method=name)
+                     for k, mdl in enumerate(models)]
         except ValueError as err:  # a method this model's head does not admit (e.g. CAM needs GAP + Linear)
-            rows.append((name, nan, nan, nan, nan, "n/a", _first_clause(str(err))))
+            notes[name] = _first_clause(str(err))
+    cols = ["model_seed", "method", "image", "metric", "value"]
+    tidy = pd.concat(tidy, ignore_index=True)[cols] if tidy else pd.DataFrame(columns=cols)
+    if per_image:
+        return tidy
+    summary = summarize(tidy if len(models) > 1 else tidy.drop(columns="model_seed"), ci=ci, seed=seed)
+    rows = []
+    for m in methods:
+        name = _method_name(m)
+        row: dict[str, Any] = {"method": name}
+        if name in notes:
+            rows.append({**row, "n_models": len(models), "randomization": "n/a", "note": notes[name]})
             continue
-        last = rnd.iloc[-1]
-        cls = class_sensitivity(model, layer, m, x, method_kwargs=kw).iloc[0]
-        rows.append((name, float(last["spearman"]), float(last["ssim"]), float(cls["spearman"]),
-                     float(cls["ssim"]), "pass" if last["spearman"] < threshold else "fail", ""))
-    out = pd.DataFrame(rows, columns=["method", "spearman_head", "ssim_head", "spearman_class", "ssim_class",
-                                      "randomization", "note"])
-    out.attrs["threshold"] = threshold
+        cell = summary[summary["method"] == name].set_index("metric")
+        for metric in CHECK_METRICS:
+            row.update({metric: cell.at[metric, "mean"], f"{metric}_low": cell.at[metric, "ci_low"],
+                        f"{metric}_high": cell.at[metric, "ci_high"]})
+        own = tidy[(tidy["method"] == name) & (tidy["metric"] == "spearman_head")]
+        own = own.groupby("model_seed")["value"]
+        verdict = "pass" if row["spearman_head"] < threshold else "fail"
+        decided = pd.NA if ci is None else bool(row["spearman_head_high"] < threshold if verdict == "pass"
+                                                else row["spearman_head_low"] >= threshold)
+        rows.append({**row, "n_models": len(models), "models_failing": int((own.mean() >= threshold).sum()),
+                     "randomization": verdict, "decided": decided, "note": ""})
+    columns = ["method", *(c for m in CHECK_METRICS for c in (m, f"{m}_low", f"{m}_high")), "n_models",
+               "models_failing", "randomization", "decided", "note"]
+    out = pd.DataFrame(rows).reindex(columns=columns)
+    out["models_failing"] = out["models_failing"].astype("Int64")
+    out["decided"] = out["decided"].astype("boolean")
+    out.attrs.update(threshold=threshold, ci=ci)
+    return out
+
+
+def check_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`randomization_check`'s table as the book prints it: one ``"mean [low, high]"`` cell per
+    similarity, the models whose maps fail (``"2 of 3"``) and the verdict (``"pass?"`` / ``"fail?"`` where
+    the interval crosses the threshold); the ``note`` column left out."""
+    from cam_core.evaluation.statistics import with_ci
+
+    labels = {"spearman_head": "Spearman, random head", "ssim_head": "SSIM, random head",
+              "spearman_class": "Spearman, two classes", "ssim_class": "SSIM, two classes"}
+    out = pd.DataFrame({"method": table["method"]})
+    for metric, label in labels.items():
+        out[label] = with_ci(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])
+    out["models failing"] = [f"{f} of {n}" if pd.notna(f) else "–"
+                             for f, n in zip(table["models_failing"], table["n_models"], strict=True)]
+    out["verdict"] = [f"{v}?" if d is False else v
+                      for v, d in zip(table["randomization"], table["decided"].astype(object), strict=True)]
     return out

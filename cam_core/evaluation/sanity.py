@@ -17,7 +17,8 @@ single-label IC at 0: :func:`degenerate_metrics`).
 
 The model-randomization and class-sensitivity checks (Adebayo et al., 2018) live in
 :mod:`cam_core.evaluation.randomization` and are re-exported here: ``cc.sanity.randomization(model, layer,
-method, x)``, ``cc.sanity.class_sensitivity(...)``, ``cc.sanity.randomization_check(...)``.
+method, x)``, ``cc.sanity.class_sensitivity(...)``, ``cc.sanity.randomization_check(...)`` (and
+``cc.sanity.check_display(table)``, its table as the book prints it).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ from cam_core.evaluation.randomization import (  # noqa: F401  re-exported: cc.s
     head_layers,
     randomizable_layers,
     randomization,
+    CHECK_METRICS,
+    check_display,
     randomization_check,
     reinitialize,
 )
@@ -225,19 +228,44 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
                 f"{r.metric} (moves {r.range_power:.3g}, methods {r.range_methods:.3g} apart)"
                 for r in free.itertuples()) + ".")
     if randomization_table is not None:
-        t = randomization_table
-        fail, ok = t[t["randomization"] == "fail"], t[t["randomization"] == "pass"]
-        thr = t.attrs.get("threshold", 0.5)
-        lines.append(("- **Fail the model-randomization check** (Spearman with the original maps still "
-                      f"≥ {thr:g} after the head is re-initialised): "
-                      + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in fail.itertuples()))
-                     if len(fail) else "- Every method passes the model-randomization check.")
-        if len(ok):
-            lines.append("- Pass: " + ", ".join(f"{r.method} ({r.spearman_head:.2f})" for r in ok.itertuples())
-                         + ".")
-        na = t[t["randomization"] == "n/a"]
-        if len(na):
-            lines.append("- Not applicable to this model: " + ", ".join(
-                f"{r.method} ({r.note})" if "note" in t.columns and r.note else r.method for r in na.itertuples())
-                + ".")
+        lines += _randomization_statements(randomization_table)
     return "\n".join(lines)
+
+
+def _spearman_cell(r) -> str:
+    """``0.92 [0.88, 0.95]`` (the interval where the table has one), and on how many models it fails."""
+    low, high = getattr(r, "spearman_head_low", np.nan), getattr(r, "spearman_head_high", np.nan)
+    ci = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else ""
+    n = getattr(r, "n_models", 1)
+    failing = getattr(r, "models_failing", np.nan)
+    models = f", {failing} of {n} models" if n and n > 1 and pd.notna(failing) else ""
+    return f"{r.method} ({r.spearman_head:.2f}{ci}{models})"
+
+
+def _randomization_statements(t: pd.DataFrame) -> list[str]:
+    """The model-randomization bullets of :func:`statements` from
+    :func:`cam_core.evaluation.randomization.randomization_check`'s table: the failures and passes whose
+    interval lies wholly on one side of the threshold, then those too close to call."""
+    thr = t.attrs.get("threshold", 0.5)
+    n = int(t["n_models"].max()) if "n_models" in t.columns and t["n_models"].notna().any() else 1
+    over = f"; intervals resample {n} trained models, then the images" if n > 1 else ""
+    decided = t["decided"].fillna(True).astype(bool) if "decided" in t.columns else pd.Series(True, t.index)
+    fail = t[(t["randomization"] == "fail") & decided]
+    ok = t[(t["randomization"] == "pass") & decided]
+    close = t[t["randomization"].isin(["pass", "fail"]) & ~decided]
+    na = t[t["randomization"] == "n/a"]
+    lines = [("- **Fail the model-randomization check** (Spearman correlation with the original maps at or "
+              f"above {thr:g} once the head is re-initialised, the whole 95% interval{over}): "
+              + ", ".join(map(_spearman_cell, fail.itertuples())) + ".")
+             if len(fail) else "- No method clearly fails the model-randomization check."]
+    if len(ok):
+        lines.append(f"- Pass (the whole interval below {thr:g}): "
+                     + ", ".join(map(_spearman_cell, ok.itertuples())) + ".")
+    if len(close):
+        lines.append(f"- Too close to call (the interval contains {thr:g}; more images or models decide): "
+                     + ", ".join(map(_spearman_cell, close.itertuples())) + ".")
+    if len(na):
+        lines.append("- Not applicable to this model: " + ", ".join(
+            f"{r.method} ({r.note})" if "note" in t.columns and r.note else r.method for r in na.itertuples())
+            + ".")
+    return lines
