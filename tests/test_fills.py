@@ -225,15 +225,31 @@ def test_evaluate_passes_the_fill_on_and_keys_the_cache_by_it(tmp_path):
 # ---- contrast and fill sensitivity ---------------------------------------------------------------
 def test_contrast_moves_ad_but_not_the_contrast_free_drops():
     bench = TinyBench()
-    df = cc.contrast.rescaling(bench, ["Grad-CAM", "LIFT-CAM"], n_images=4, powers=(0.25, 1.0, 4.0), batch_size=2)
-    assert set(df["metric"]) == {"IC", "AD", "ADD", "AD@25", "ADD@25"}
+    df = cc.contrast.rescaling(bench, ["Grad-CAM", "LIFT-CAM"], n_images=4, powers=(0.25, 1.0, 4.0),
+                               batch_size=2)
+    assert set(df["metric"]) == {"IC", "AD", "ADD", "AD@25", "ADD@25", "energy", "pointing"}
     table = cc.contrast.contrast_table(df)
     assert list(table.columns) == ["p=0.25", "p=1", "p=4", "range"]
     ad = table.loc["AD"]
     assert (ad["p=4"] > ad["p=0.25"]).all()  # a darker map (s**4) keeps less of the image: AD rises
-    assert table.loc["AD@25", "range"].abs().max() == 0 and table.loc["ADD@25", "range"].abs().max() == 0
+    for free in cc.contrast.CONTRAST_FREE:  # ranking-only metrics (the hit pointing game: the peak) stay put
+        assert table.loc[free, "range"].abs().max() == 0, free
+    assert table.loc["energy", "range"].max() > 0  # the energy in the box moves with the contrast
+    # at p = 1 the maps are the methods' own: energy and pointing as cc.evaluate computes them
+    run = cc.evaluate(bench, methods=["Grad-CAM", "LIFT-CAM"], metrics=["energy", "pointing"], n_images=4,
+                      batch_size=2, progress=False, cache=None)
+    own = run.groupby(["method", "metric"])["value"].mean()
+    at1 = df[df["power"] == 1.0].groupby(["method", "metric"])["value"].mean()
+    for key in own.index:
+        assert at1[key] == pytest.approx(own[key], abs=1e-6), key
     dom = cc.contrast.dominated(df).set_index("metric")
     assert not dom.loc["AD@25", "dominated"] and dom.loc["AD", "range_power"] > 0
+    assert dom.loc["AD@25", "order_tau"] == 1.0  # nothing moved: the methods' order is the same at every power
+    assert -1.0 <= dom.loc["AD", "order_tau"] <= 1.0
+    line = cc.contrast.sentence(dom.reset_index(), "AD@25")
+    assert "moves 0 points" in line and "less than the choice of method" in line and "tau ≥ 1.00" in line
+    with pytest.raises(ValueError, match="no 'XYZ' row"):
+        cc.contrast.sentence(dom.reset_index(), "XYZ")
     with pytest.raises(ValueError, match="powers must be > 0"):
         cc.contrast.rescaling(bench, ["Grad-CAM"], n_images=2, powers=(0,))
 

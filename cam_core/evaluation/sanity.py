@@ -220,9 +220,12 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
         free = contrast[~contrast["dominated"]]
         if len(dom):
             lines.append("- **Contrast-dominated:** " + ", ".join(
-                f"{r.metric} (moves {r.range_power:.3g} under s**p, methods {r.range_methods:.3g} apart)"
+                f"{r.metric} (moves {r.range_power:.3g} under s**p, methods {r.range_methods:.3g} apart"
+                + (f"; their order vs p = 1: Kendall tau ≥ {r.order_tau:.2f}"
+                   if pd.notna(getattr(r, "order_tau", None)) else "") + ")"
                 for r in dom.itertuples()) + ": raising a map to a power, which keeps its ranking, moves "
-                "these more than the choice of method does.")
+                "these more than the choice of method does, so a method's score there is partly its maps' "
+                "contrast (tau near 1: every method moves alike and their order holds).")
         if len(free):
             lines.append("- Not contrast-dominated: " + ", ".join(
                 f"{r.metric} (moves {r.range_power:.3g}, methods {r.range_methods:.3g} apart)"
