@@ -21,28 +21,36 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Debian's chromium, for the test that opens the built pages offline (tests/test_book.py): installed
-## with apt when missing and run as root; otherwise that test is skipped and says why.
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "make: installing Debian's chromium for the offline-math browser test"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	    echo "make: could not install chromium; the browser test will be skipped"; \
-	  else echo "make: no chromium and not root: the browser test will be skipped (install chromium to run it)"; fi; }
+## Debian's packages that tests and tools need: $(apt_need) installs $(PKG) with apt when none of the
+## commands $(CMDS) is on PATH and make runs as root; otherwise it says what is lost without it ($(WITHOUT)).
+define apt_need
+	@for c in $(CMDS); do command -v $$c >/dev/null 2>&1 && exit 0; done; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "make: installing Debian's $(PKG) $(FOR)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PKG) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PKG) >/dev/null 2>&1; } || \
+	  echo "make: could not install $(PKG); $(WITHOUT)"; \
+	else echo "make: no $(PKG) and not root: $(WITHOUT) (apt-get install $(PKG))"; fi
+endef
 
-## Debian's bubblewrap, the sandbox `course grade` runs each submission in (cam_core/course_sandbox.py,
-## tests/test_course.py): installed with apt when missing and run as root; otherwise grading refuses to run
-## (it says how to install it) and the course's grading tests are skipped.
+## Debian's chromium, for the test that opens the built pages offline (tests/test_book.py); without it
+## that test is skipped and says why.
+browser: CMDS = chromium chromium-browser
+browser: PKG = chromium
+browser: FOR = for the offline-math browser test
+browser: WITHOUT = the browser test will be skipped
+browser:
+	$(apt_need)
+
+## Debian's bubblewrap, the sandbox `course grade` runs each submission in (cam_core/book/course_sandbox.py,
+## tests/test_course.py); without it grading refuses to run (it says how to install it) and the course's
+## grading tests are skipped.
+sandbox: CMDS = bwrap
+sandbox: PKG = bubblewrap
+sandbox: FOR = for the course grader's sandbox
+sandbox: WITHOUT = course grade will refuse to run and its grading tests will be skipped
 sandbox:
-	@command -v bwrap >/dev/null 2>&1 || \
-	{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "make: installing Debian's bubblewrap for the course grader's sandbox"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1; } || \
-	    echo "make: could not install bubblewrap; course grade will refuse to run and its tests will be skipped"; \
-	  else echo "make: no bubblewrap and not root: the course grading tests will be skipped (apt-get install bubblewrap)"; fi; }
+	$(apt_need)
 
 ## The tests (what .ci/run calls): library tests, a smoke run of every chapter, a book build, the
 ## built pages opened in headless chromium with the network off.
