@@ -43,9 +43,12 @@ P("\n## Sanity warnings (chapter 4 summary)\n")
 for t in (3, 4):
     P(cc.sanity.warning(s4[s4["table"] == t]) or "(none)")
     P("")
-for f in ("07_sanity_checks_fills", "07_sanity_checks_randomization", "07_sanity_checks_contrast_dominated"):
+for f in ("07_sanity_checks_fills", "07_sanity_checks_contrast_dominated", "05_localization_contrast"):
     P(f"\n## {f}\n")
     P(pd.read_csv(R / f"{f}.csv").to_markdown(index=False, floatfmt=".2f"))
+P("\n## 07_sanity_checks_randomization (mean [95% interval over the models, then the images])\n")
+rnd = pd.read_csv(R / "07_sanity_checks_randomization.csv", keep_default_na=False, na_values=[""])  # keep "n/a"
+P(cc.sanity.check_display(rnd).to_markdown(index=False))
 c = pd.read_csv(R / "07_sanity_checks_contrast.csv")
 P("\n## 07 contrast (maps raised to p)\n")
 P(c.to_markdown(index=False, floatfmt=".1f"))
@@ -56,7 +59,7 @@ for a in abl:
     P(d.pivot_table(index=["method"], columns=["metric", "recipe"], values="mean", sort=False).round(2).to_markdown())
 P("\n## 07 summary statements\n")
 s7 = pd.read_csv(R / "07_sanity_checks_summary.csv")
-r7 = pd.read_csv(R / "07_sanity_checks_randomization.csv").fillna({"note": ""})
+r7 = rnd.fillna({"note": ""})
 d7 = pd.read_csv(R / "07_sanity_checks_contrast_dominated.csv")
 P(cc.sanity.statements(s7, r7, d7))
 print("\n".join(out))

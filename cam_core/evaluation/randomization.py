@@ -290,7 +290,7 @@ def check_display(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"method": table["method"]})
     for metric, label in labels.items():
         out[label] = with_ci(table[metric], table[f"{metric}_low"], table[f"{metric}_high"])
-    out["models failing"] = [f"{f} of {n}" if pd.notna(f) else "–"
+    out["models failing"] = [f"{int(f)} of {int(n)}" if pd.notna(f) else "–"
                              for f, n in zip(table["models_failing"], table["n_models"], strict=True)]
     out["verdict"] = [f"{v}?" if d is False else v
                       for v, d in zip(table["randomization"], table["decided"].astype(object), strict=True)]

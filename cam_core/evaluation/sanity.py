@@ -241,7 +241,7 @@ def _spearman_cell(r) -> str:
     ci = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else ""
     n = getattr(r, "n_models", 1)
     failing = getattr(r, "models_failing", np.nan)
-    models = f", {failing} of {n} models" if n and n > 1 and pd.notna(failing) else ""
+    models = f", {int(failing)} of {int(n)} models" if n and n > 1 and pd.notna(failing) else ""
     return f"{r.method} ({r.spearman_head:.2f}{ci}{models})"
 
 
