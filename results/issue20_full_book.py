@@ -1,4 +1,5 @@
-"""Issue 20's closing tables (results/issue20_full_book.md) from a full `make book` run's results/ folder (argument).
+"""Issue 20's closing tables (results/issue20_full_book.md) from a full `make book` run's results/ folder
+(the argument): `.venv/bin/python results/issue20_full_book.py results/ > results/issue20_full_book.md`."""
 import sys
 from pathlib import Path
 
