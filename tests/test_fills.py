@@ -247,7 +247,9 @@ def test_contrast_moves_ad_but_not_the_contrast_free_drops():
     assert dom.loc["AD@25", "order_tau"] == 1.0  # nothing moved: the methods' order is the same at every power
     assert -1.0 <= dom.loc["AD", "order_tau"] <= 1.0
     line = cc.contrast.sentence(dom.reset_index(), "AD@25")
-    assert "moves 0 points" in line and "less than the choice of method" in line and "tau ≥ 1.00" in line
+    assert "moves 0 points" in line and "less than the choice of method" in line and "order holds" in line
+    scrambled = dom.reset_index().assign(order_tau=-0.2)
+    assert "does not hold (Kendall tau with p = 1 falls to -0.20)" in cc.contrast.sentence(scrambled, "AD")
     with pytest.raises(ValueError, match="no 'XYZ' row"):
         cc.contrast.sentence(dom.reset_index(), "XYZ")
     with pytest.raises(ValueError, match="powers must be > 0"):
