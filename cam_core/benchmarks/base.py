@@ -233,12 +233,12 @@ def load_seeds(name: str, model_seeds: Sequence[int] | str | None = (0, 1, 2), d
     return [load(name, data_dir=data_dir, device=device, model_seed=k, **kwargs) for k in seeds]
 
 def _shipped_seeds(name: str, arch: str, recipe: str | None) -> tuple[int, ...]:
-    """The model seeds shipped for ``name``'s ``arch`` models of ``recipe`` (None: its default recipe):
-    :data:`cam_core.benchmarks.training.MODEL_SEEDS`; ``(0,)`` for a benchmark that is not the embedded one."""
+    """The model seeds shipped for ``name``'s ``arch`` models of ``recipe`` (None: its default recipe), as
+    its provider module says (``shipped_seeds(name, arch, recipe)``, e.g. the embedded benchmark's
+    :func:`cam_core.benchmarks.synthetic.shipped_seeds`); ``(0,)`` for a provider with one model."""
     _load_providers()
-    if name not in _REGISTRY or not _REGISTRY[name].factory.startswith("cam_core.benchmarks.synthetic:"):
+    if name not in _REGISTRY:
         return (0,)
-    from cam_core.benchmarks import training
-
-    recipe = training.default_recipe(name, arch) if recipe is None else recipe
-    return training.MODEL_SEEDS.get((arch, recipe), (0,))
+    provider = importlib.import_module(_REGISTRY[name].factory.split(":")[0])
+    shipped = getattr(provider, "shipped_seeds", None)
+    return tuple(shipped(name, arch, recipe)) if shipped is not None else (0,)

@@ -85,6 +85,13 @@ def load_model(variant: str, arch: str, data_dir: Path, device: torch.device | s
     return checkpoints.load_model(variant, arch, data_dir, device, model_seed, recipe)
 
 
+def shipped_seeds(variant: str, arch: str, recipe: str | None = None) -> tuple[int, ...]:
+    """The model seeds the repository ships for ``variant``'s ``arch`` models of ``recipe`` (None: the
+    default recipe): :data:`training.MODEL_SEEDS` (0, 1, 2 for the VGG-style label models), else ``(0,)``."""
+    recipe = training.default_recipe(variant, arch) if recipe is None else recipe
+    return training.MODEL_SEEDS.get((arch, recipe), (0,))
+
+
 class ShapesBenchmark(Benchmark):
     """One variant of the embedded benchmark with one of its two trained models."""
 
