@@ -105,7 +105,7 @@ def dominated(df: pd.DataFrame, reference_power: float = 1.0) -> pd.DataFrame:
     ``ratio``, ``dominated`` (True when contrast moves the metric more than the choice of method does) and
     ``order_tau`` (the smallest Kendall tau, over the powers, of the methods' order with their order at
     ``reference_power``: 1 when contrast moves every method alike and leaves their ranking alone)."""
-    from cam_core.evaluation.fill_sensitivity import kendall_tau
+    from cam_core.evaluation.statistics import kendall_tau
 
     means = _means(df)
     table = contrast_table(df)

@@ -14,24 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from cam_core.evaluation.statistics import kendall_tau  # noqa: F401  (re-exported: the tau of the table)
 from cam_core.metrics import BASELINES
 
 #: the verdicts as the table prints them
 SYMBOL = {"better": "better", "worse": "worse", "indistinguishable": "≈"}
-
-
-def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's tau-b of two equally long sequences (ties counted as neither concordant nor discordant)."""
-    x, y = np.asarray(a, float), np.asarray(b, float)
-    if x.shape != y.shape or x.size < 2:
-        raise ValueError(f"need two sequences of one length >= 2; got {x.size} and {y.size}")
-    i, j = np.triu_indices(x.size, 1)
-    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    den = np.sqrt((dx != 0).sum() * (dy != 0).sum())
-    return float((dx * dy).sum() / den) if den > 0 else float("nan")
 
 
 def fill_runs(bench: Any, methods: Sequence[str] | None = None, fills: Sequence[str] = BASELINES,

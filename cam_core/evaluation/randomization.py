@@ -188,11 +188,10 @@ def _method_name(method: MethodLike) -> str:
     return getattr(method, "name", getattr(method, "__name__", str(method)))
 
 
-def _check_rows(model: nn.Module, layer: str, method: MethodLike, x: Tensor, target: Tensor | None, seed: int,
-                kw: dict[str, Any] | None) -> pd.DataFrame:
-    """One model's per-image similarities for one method: ``image, metric, value`` (the four of
-    :data:`CHECK_METRICS`)."""
-    head = head_layers(model, layer)
+def _check_rows(model: nn.Module, layer: str, head: Sequence[str], method: MethodLike, x: Tensor,
+                target: Tensor | None, seed: int, kw: dict[str, Any] | None) -> pd.DataFrame:
+    """One model's per-image similarities for one method (``head``: its :func:`head_layers`): ``image,
+    metric, value`` (the four of :data:`CHECK_METRICS`)."""
     rnd = randomization(model, layer, method, x, target, "cascade", seed, layers=head, per_image=True,
                         method_kwargs=kw)
     last = rnd[rnd["step"] == rnd["step"].max()]  # the whole head re-initialised
@@ -236,15 +235,16 @@ def randomization_check(model: nn.Module | Sequence[nn.Module], layer: str, meth
     models = [model] if isinstance(model, nn.Module) else list(model)
     if not models:
         raise ValueError("no model given: pass a classifier or a list of independently trained ones")
-    if not head_layers(models[0], layer):
+    heads = [head_layers(mdl, layer) for mdl in models]  # once per model, not per method
+    if not heads[0]:
         raise ValueError(f"no layer with parameters above {layer!r}: nothing to randomize in the head")
     tidy, notes = [], {}
     for m in methods:
         name = _method_name(m)
         kw = (method_kwargs or {}).get(name)
         try:
-            tidy += [_check_rows(mdl, layer, m, x, target, seed, kw).assign(model_seed=k, method=name)
-                     for k, mdl in enumerate(models)]
+            tidy += [_check_rows(mdl, layer, head, m, x, target, seed, kw).assign(model_seed=k, method=name)
+                     for k, (mdl, head) in enumerate(zip(models, heads, strict=True))]
         except ValueError as err:  # a method this model's head does not admit (e.g. CAM needs GAP + Linear)
             notes[name] = _first_clause(str(err))
     cols = ["model_seed", "method", "image", "metric", "value"]

@@ -235,14 +235,18 @@ def statements(summary: pd.DataFrame | None = None, randomization_table: pd.Data
     return "\n".join(lines)
 
 
-def _spearman_cell(r) -> str:
-    """``0.92 [0.88, 0.95]`` (the interval where the table has one), and on how many models it fails."""
-    low, high = getattr(r, "spearman_head_low", np.nan), getattr(r, "spearman_head_high", np.nan)
-    ci = f" [{low:.2f}, {high:.2f}]" if np.isfinite(low) and np.isfinite(high) else ""
-    n = getattr(r, "n_models", 1)
-    failing = getattr(r, "models_failing", np.nan)
-    models = f", {int(failing)} of {int(n)} models" if n and n > 1 and pd.notna(failing) else ""
-    return f"{r.method} ({r.spearman_head:.2f}{ci}{models})"
+def _spearman_cells(t: pd.DataFrame) -> pd.Series:
+    """Per row of a randomization table: ``method (0.92 [0.88, 0.95], 3 of 3 models)``, the interval where
+    the table has one (:func:`cam_core.evaluation.statistics.with_ci`), the models failing where several."""
+    from cam_core.evaluation.statistics import with_ci
+
+    nan = pd.Series(np.nan, index=t.index)
+    cells = with_ci(t["spearman_head"], t.get("spearman_head_low", nan), t.get("spearman_head_high", nan))
+    n = t.get("n_models", pd.Series(1, index=t.index))
+    failing = t.get("models_failing", nan)
+    rows = zip(t["method"], cells, n.fillna(1), failing, strict=True)
+    return pd.Series([f"{m} ({c}" + (f", {int(f)} of {int(k)} models)" if k > 1 and pd.notna(f) else ")")
+                      for m, c, k, f in rows], index=t.index)
 
 
 def _randomization_statements(t: pd.DataFrame) -> list[str]:
@@ -257,16 +261,16 @@ def _randomization_statements(t: pd.DataFrame) -> list[str]:
     ok = t[(t["randomization"] == "pass") & decided]
     close = t[t["randomization"].isin(["pass", "fail"]) & ~decided]
     na = t[t["randomization"] == "n/a"]
+    cell = _spearman_cells(t)
     lines = [("- **Fail the model-randomization check** (Spearman correlation with the original maps at or "
               f"above {thr:g} once the head is re-initialised, the whole 95% interval{over}): "
-              + ", ".join(map(_spearman_cell, fail.itertuples())) + ".")
+              + ", ".join(cell[fail.index]) + ".")
              if len(fail) else "- No method clearly fails the model-randomization check."]
     if len(ok):
-        lines.append(f"- Pass (the whole interval below {thr:g}): "
-                     + ", ".join(map(_spearman_cell, ok.itertuples())) + ".")
+        lines.append(f"- Pass (the whole interval below {thr:g}): " + ", ".join(cell[ok.index]) + ".")
     if len(close):
         lines.append(f"- Too close to call (the interval contains {thr:g}; more images or models decide): "
-                     + ", ".join(map(_spearman_cell, close.itertuples())) + ".")
+                     + ", ".join(cell[close.index]) + ".")
     if len(na):
         lines.append("- Not applicable to this model: " + ", ".join(
             f"{r.method} ({r.note})" if "note" in t.columns and r.note else r.method for r in na.itertuples())

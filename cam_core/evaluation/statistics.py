@@ -417,6 +417,23 @@ def paired(df: pd.DataFrame, metric: str, a: str, b: str, seed: int = 0, *, ci: 
                   low, high, float(p), int(d.size), "mcnemar-exact" if binary else "sign-flip")
 
 
+def kendall_tau(a: Sequence[float], b: Sequence[float], *, variant: str = "b") -> float:
+    """Kendall's rank correlation of two equally long score sequences: ``variant="b"`` (tau-b, ties counted
+    as neither concordant nor discordant and left out of the denominator) or ``"a"`` (tau-a, every pair in
+    the denominator). NaN for fewer than 2 items, or (tau-b) when one sequence is all ties."""
+    x, y = np.asarray(a, float).reshape(-1), np.asarray(b, float).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"need two sequences of one length; got {x.size} and {y.size}")
+    if variant not in ("a", "b"):
+        raise ValueError(f"variant must be 'a' or 'b', got {variant!r}")
+    if x.size < 2:
+        return float("nan")
+    i, j = np.triu_indices(x.size, 1)
+    dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    den = float(i.size) if variant == "a" else float(np.sqrt((dx != 0).sum() * (dy != 0).sum()))
+    return float((dx * dy).sum() / den) if den > 0 else float("nan")
+
+
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm's step-down adjusted p-values (Holm, 1979), in the input's order.
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from cam_core.book.paper.tables import CAPTIONS, DECIMALS, PAPER_COLUMN, paper_column
 from cam_core.book.paper.tables import table as paper_table
+from cam_core.evaluation.statistics import kendall_tau as _kendall_tau
 from cam_core.metrics import HIGHER_IS_BETTER
 
 
@@ -156,14 +157,9 @@ def ranking(comparison: pd.DataFrame, method: str = "LIFT-CAM") -> pd.DataFrame:
 
 
 def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-a between two score vectors (NaN for fewer than 2 items; ties count 0)."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    n = len(a)
-    if n < 2:
-        return float("nan")
-    i, j = np.triu_indices(n, k=1)
-    s = np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
-    return float(s.sum() / len(s))
+    """Kendall's tau-a between two score vectors (NaN for fewer than 2 items; ties count 0):
+    :func:`cam_core.evaluation.statistics.kendall_tau` with ``variant="a"``."""
+    return _kendall_tau(a, b, variant="a")
 
 
 def paper_favours(number: int, method: str, other: str, dataset: str | None = None) -> list[str]:
