@@ -155,8 +155,9 @@ _SOCKET_PATH_MAX = 100
 @contextlib.contextmanager
 def kernel_config() -> Iterator[Any]:
     """Settings of the kernel a chapter runs in: it talks to us over Unix sockets
-    (``KernelManager.transport = "ipc"``) instead of TCP ports on localhost, so nothing listens on the network and ipykernel has no reason to warn that "Kernel is
-    running over TCP without encryption". The sockets live in a private folder of their own (mode 0700,
+    (``KernelManager.transport = "ipc"``) instead of TCP ports on localhost, so nothing listens on the
+    network and ipykernel has no reason to warn that "Kernel is running over TCP without encryption". The
+    sockets live in a private folder of their own (mode 0700,
     removed afterwards): jupyter_client's default would put ``kernel-ipc-<n>`` in the current folder,
     where they are left behind and two builds started in one folder take each other's sockets. TCP
     (empty settings) where Unix sockets are not available or their path would be too long."""
